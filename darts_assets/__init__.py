@@ -1,1 +1,1 @@
-"""darts_assets."""
+"""DARTS on Dagster: the code location, sensors, jobs and the darts CLI."""

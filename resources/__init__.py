@@ -1,1 +1,25 @@
-"""resources."""
+"""Connections and settings for the outside world: storage root, STAC catalogue (and later GPU, DuckDB...)."""
+
+import os
+
+from resources.stac import StacCatalogue
+from resources.storage import StorageRoot, darts_home
+
+STAC_API_URL_ENV = "DARTS_STAC_API_URL"
+STORAGE_ROOT_ENV = "DARTS_STORAGE_ROOT"
+
+
+def default_resources() -> dict:
+    """The resources of the code location, configured from the environment.
+
+    ``DARTS_HOME`` (default ./darts_home) holds the local catalogue and instance; ``DARTS_STORAGE_ROOT``
+    (default ``$DARTS_HOME``) may point outputs at ``gs://bucket/prefix``; ``DARTS_STAC_API_URL`` selects
+    an external STAC API instead of the local stac-geoparquet catalogue.
+    """
+    return {
+        "storage": StorageRoot(root=os.environ.get(STORAGE_ROOT_ENV) or str(darts_home())),
+        "stac_catalogue": StacCatalogue(api_url=os.environ.get(STAC_API_URL_ENV, "")),
+    }
+
+
+__all__ = ["StacCatalogue", "StorageRoot", "darts_home", "default_resources"]

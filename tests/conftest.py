@@ -1,0 +1,34 @@
+"""Shared fixtures: real data paths and small STAC items for catalogue tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.fail(f"the shared real-data folder {SHARED_DATA} is missing")
+    return SHARED_DATA
+
+
+def stac_item(item_id: str, day: int = 1, cloud_cover: float = 0.0, lon: float = -135.3) -> dict:
+    """A minimal Planet-like STAC item (assets point nowhere: enough for discovery)."""
+    return {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "id": item_id,
+        "collection": "planet",
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [[[lon, 67.2], [lon + 0.1, 67.2], [lon + 0.1, 67.3], [lon, 67.3], [lon, 67.2]]],
+        },
+        "bbox": [lon, 67.2, lon + 0.1, 67.3],
+        "properties": {"datetime": f"2021-07-{day:02d}T19:00:00Z", "eo:cloud_cover": cloud_cover},
+        "links": [],
+        "assets": {"sr": {"href": f"/nonexistent/{item_id}_3B_AnalyticMS_SR_clip.tif"}},
+    }
