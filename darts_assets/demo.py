@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dagster import DagsterInstance, RunRequest, build_sensor_context
+from darts_core.demo_region import DemoRegion, DemoRegionConfig, load_demo_region, synthesise_demo_region
 
 from darts_assets.definitions import defs
 from darts_assets.materialise import RunOutcome, StageReport, materialise_stage, plan_stages, run_partition
 from darts_assets.sensors import planet_scene_sensor
-from darts_core.demo_region import DemoRegion, DemoRegionConfig, load_demo_region, synthesise_demo_region
 from darts_core.planet_catalogue import RegistrationReport, register_scene_folders
 from partitions import SCENE_PARTITIONS_NAME
 from resources.stac import default_catalogue_path

@@ -51,7 +51,10 @@ def plan_stages(defs: Definitions) -> list[Stage]:
             asset = assets[key]
             parents = [parent for parent in asset.asset_deps[key] if parent in assets]
             level[key] = max(
-                (level_of(parent) + (assets[parent].partitions_def != asset.partitions_def) for parent in parents),
+                (
+                    level_of(parent) + (assets[parent].partitions_def != asset.partitions_def)
+                    for parent in parents
+                ),
                 default=0,
             )
         return level[key]
@@ -69,7 +72,9 @@ def plan_stages(defs: Definitions) -> list[Stage]:
 
 def iter_assets(defs: Definitions) -> Iterable[AssetsDefinition]:
     graph = defs.resolve_asset_graph()
-    return [graph.get(key).assets_def for key in graph.get_all_asset_keys() if graph.get(key).is_materializable]
+    return [
+        graph.get(key).assets_def for key in graph.get_all_asset_keys() if graph.get(key).is_materializable
+    ]
 
 
 def iter_asset_jobs(defs: Definitions) -> list[JobDefinition]:
@@ -77,7 +82,9 @@ def iter_asset_jobs(defs: Definitions) -> list[JobDefinition]:
     return [job for job in repository.get_all_jobs() if not job.name.startswith("__")]
 
 
-def missing_partitions(instance: DagsterInstance, stage: Stage, keys: Iterable[str | None]) -> list[str | None]:
+def missing_partitions(
+    instance: DagsterInstance, stage: Stage, keys: Iterable[str | None]
+) -> list[str | None]:
     """The partition keys (None for unpartitioned) for which some asset of the stage is not materialised."""
     if stage.partitions_def is None:
         done = all(instance.get_latest_materialization_event(key) for key in stage.asset_keys)

@@ -6,7 +6,6 @@ of the catalogue: a scene appended later is picked up there. Scenes that already
 never requested again (and ``run_key`` = item id makes a repeat harmless), so ticks are idempotent.
 """
 
-
 import json
 from dataclasses import dataclass, field
 
@@ -36,7 +35,9 @@ class Discovery:
     cursor: str | None = None
 
 
-def discover_new_scenes(search: StacSearch, cursor: str | None, known_ids: set[str], max_pages: int) -> Discovery:
+def discover_new_scenes(
+    search: StacSearch, cursor: str | None, known_ids: set[str], max_pages: int
+) -> Discovery:
     """Read up to ``max_pages`` pages from the cursor on; return unseen valid ids and the next cursor."""
     state = json.loads(cursor) if cursor else {}
     fingerprint = search.fingerprint()

@@ -53,11 +53,15 @@ def verify_scene_item(item: dict[str, Any]) -> VerifiedScene:
     properties = item.get("properties", {})
     item_type = properties.get("pl:item_type", scene_id.item_type)
     if item_type not in KNOWN_ITEM_TYPES:
-        raise SceneInputError(item_id, f"unknown item type {item_type!r} (expected one of {KNOWN_ITEM_TYPES})")
+        raise SceneInputError(
+            item_id, f"unknown item type {item_type!r} (expected one of {KNOWN_ITEM_TYPES})"
+        )
     hrefs = required_asset_hrefs(item_id, item.get("assets", {}))
     mask_kind = "udm2" if "udm2" in hrefs else "udm"
     sr_profile = verify_raster(item_id, hrefs["sr"], expected_bands=SR_BANDS, expected_dtype="uint16")
-    mask_profile = verify_raster(item_id, hrefs[mask_kind], expected_bands=UDM2_BANDS if mask_kind == "udm2" else 1)
+    mask_profile = verify_raster(
+        item_id, hrefs[mask_kind], expected_bands=UDM2_BANDS if mask_kind == "udm2" else 1
+    )
     if (sr_profile["transform"], sr_profile["width"], sr_profile["height"]) != (
         mask_profile["transform"],
         mask_profile["width"],
@@ -103,7 +107,9 @@ def verify_raster(item_id: str, href: str, expected_bands: int, expected_dtype: 
             for _, window in source.block_windows(1):
                 source.read(window=window)
     except RasterioError as error:
-        raise SceneInputError(item_id, f"{href} is not a readable GeoTIFF (corrupt or truncated): {error}") from error
+        raise SceneInputError(
+            item_id, f"{href} is not a readable GeoTIFF (corrupt or truncated): {error}"
+        ) from error
     return profile
 
 

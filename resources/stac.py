@@ -82,7 +82,9 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout_s: float) ->
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise StacCatalogueError(f"rustac serve exited with {process.returncode}: {process.stderr.read()}")
+            raise StacCatalogueError(
+                f"rustac serve exited with {process.returncode}: {process.stderr.read()}"
+            )
         try:
             if requests.post(f"{url}/search", json={"limit": 1}, timeout=2).ok:
                 return
@@ -104,7 +106,7 @@ class PageRequest:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PageRequest":
+    def from_dict(cls, data: dict[str, Any]) -> PageRequest:
         return cls(href=data["href"], method=data["method"], body=data.get("body"))
 
 
@@ -159,15 +161,21 @@ class StacSearch:
 
     def fingerprint(self) -> str:
         """Identifies the search (API and parameters): a cursor is only valid for the same fingerprint."""
-        described = {"catalogue": self.identity, "max_cloud_cover": self.max_cloud_cover, **self._search_parameters}
+        described = {
+            "catalogue": self.identity,
+            "max_cloud_cover": self.max_cloud_cover,
+            **self._search_parameters,
+        }
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
-    def first_request(self, filter_cloud_cover: bool = True, **overrides: Any) -> "PageRequest":
+    def first_request(self, filter_cloud_cover: bool = True, **overrides: Any) -> PageRequest:
         """The request of the first page; ``overrides`` replace search parameters."""
         parameters = {**self._search_parameters, **overrides}
         if filter_cloud_cover and self.max_cloud_cover is not None and self.server_filters_cloud_cover:
             parameters["query"] = {CLOUD_COVER: {"lte": self.max_cloud_cover}}
-        search = ItemSearch(self.search_href, method="POST", stac_io=self._stac_io, client=self._client, **parameters)
+        search = ItemSearch(
+            self.search_href, method="POST", stac_io=self._stac_io, client=self._client, **parameters
+        )
         return PageRequest(href=self.search_href, method="POST", body=search.get_parameters())
 
     def fetch(self, request: PageRequest, filter_cloud_cover: bool = True) -> SearchPage:
@@ -183,7 +191,11 @@ class StacSearch:
 
     def portable(self, request: PageRequest) -> dict[str, Any]:
         """``request`` as a dict whose href is relative to the API root (servers may move between ticks)."""
-        href = request.href.removeprefix(self.root_url) if request.href.startswith(self.root_url) else request.href
+        href = (
+            request.href.removeprefix(self.root_url)
+            if request.href.startswith(self.root_url)
+            else request.href
+        )
         return {**request.to_dict(), "href": href}
 
     def from_portable(self, data: dict[str, Any]) -> PageRequest:
@@ -227,7 +239,9 @@ class StacCatalogue(ConfigurableResource):
         description="stac-geoparquet file served on loopback by rustac (ignored when api_url is set).",
     )
     api_url: str = Field(default="", description="URL of an external STAC API to search instead.")
-    bbox: list[float] | None = Field(default=None, description="lon/lat search box (west, south, east, north).")
+    bbox: list[float] | None = Field(
+        default=None, description="lon/lat search box (west, south, east, north)."
+    )
     datetime: str | None = Field(default=None, description="RFC 3339 interval, e.g. 2018-01-01/2023-12-31.")
     collections: list[str] = Field(default_factory=list)
     max_cloud_cover: float | None = Field(default=None, description="Maximum eo:cloud_cover in percent.")

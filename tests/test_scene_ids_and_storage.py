@@ -26,7 +26,9 @@ def test_both_id_layouts_parse(item_id, item_type, date):
     assert scene_year(item_id) == date.year
 
 
-@pytest.mark.parametrize("bad", ["../x", "20230815_191951_90_24af/..", "", "x", "2023-08-15_191951_24af", "a/b"])
+@pytest.mark.parametrize(
+    "bad", ["../x", "20230815_191951_90_24af/..", "", "x", "2023-08-15_191951_24af", "a/b"]
+)
 def test_other_strings_are_rejected_by_name(bad):
     with pytest.raises(InvalidSceneIdError, match=re.escape(repr(bad))):
         parse_scene_id(bad)
@@ -60,4 +62,7 @@ def test_storage_writes_atomically_and_leaves_no_temp_files(tmp_path):
 def test_storage_root_accepts_gcs_urls_through_the_same_code():
     storage = StorageRoot(root="gs://darts-bucket/prefix")
     assert not storage.is_local
-    assert str(storage.path("scenes", "20230815_191951_90_24af")) == "gs://darts-bucket/prefix/scenes/20230815_191951_90_24af"
+    assert (
+        str(storage.path("scenes", "20230815_191951_90_24af"))
+        == "gs://darts-bucket/prefix/scenes/20230815_191951_90_24af"
+    )

@@ -23,7 +23,9 @@ def write_catalogue(path: Path, items: list[dict]) -> None:
 
 def tick(instance, catalogue: StacCatalogue, cursor: str | None):
     """One sensor evaluation, applying its partition requests like the daemon does."""
-    with build_sensor_context(instance=instance, cursor=cursor, resources={"stac_catalogue": catalogue}) as context:
+    with build_sensor_context(
+        instance=instance, cursor=cursor, resources={"stac_catalogue": catalogue}
+    ) as context:
         result = planet_scene_sensor(context)
     if isinstance(result, SkipReason):
         return [], cursor
@@ -109,17 +111,25 @@ def test_cloud_cover_filtered_client_side(tmp_path):
 
 def test_datetime_and_bbox_restrict_the_search(tmp_path):
     path = tmp_path / "catalogue.parquet"
-    items = [stac_item(SCENE_IDS[0], day=1), stac_item(SCENE_IDS[1], day=20), stac_item(SCENE_IDS[2], lon=20.0)]
+    items = [
+        stac_item(SCENE_IDS[0], day=1),
+        stac_item(SCENE_IDS[1], day=20),
+        stac_item(SCENE_IDS[2], lon=20.0),
+    ]
     write_catalogue(path, items)
     catalogue = StacCatalogue(
-        catalogue_path=str(path), datetime="2021-07-10T00:00:00Z/2021-07-31T00:00:00Z", bbox=[-136, 67, -134, 68]
+        catalogue_path=str(path),
+        datetime="2021-07-10T00:00:00Z/2021-07-31T00:00:00Z",
+        bbox=[-136, 67, -134, 68],
     )
     with instance_for_test() as instance:
         assert tick(instance, catalogue, None)[0] == [SCENE_IDS[1]]
 
 
 def test_changed_search_restarts_from_the_first_page(catalogue_file):
-    narrow = StacCatalogue(catalogue_path=str(catalogue_file), datetime="2021-07-01T00:00:00Z/2021-07-02T00:00:00Z")
+    narrow = StacCatalogue(
+        catalogue_path=str(catalogue_file), datetime="2021-07-01T00:00:00Z/2021-07-02T00:00:00Z"
+    )
     wide = StacCatalogue(catalogue_path=str(catalogue_file), page_size=2)
     with instance_for_test() as instance:
         discovered, cursor = tick(instance, narrow, None)
