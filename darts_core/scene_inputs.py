@@ -1,27 +1,25 @@
 """Verify a catalogued Planet scene before anything is computed from it.
 
 A STAC item of the catalogue must carry the assets ``sr`` (surface reflectance), ``udm2`` (or the
-legacy ``udm``) and ``metadata``; every raster must decode completely (a truncated download fails
-here, naming the scene and the file, instead of deep inside inference).
+legacy ``udm``) and ``metadata``; every raster must be a readable GeoTIFF on the SR grid (a truncated
+download fails here, naming the scene and the file, instead of deep inside inference).
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
 from PIL import Image
-from rasterio.errors import RasterioError
 
-from darts_core.planet_catalogue import SceneInputError
+from darts_core.planet_catalogue import PlanetAssets, SceneInputError, check_rasters
 from darts_core.scene_ids import InvalidSceneIdError, parse_scene_id
 
 KNOWN_ITEM_TYPES = ("PSScene", "PSOrthoTile")
-SR_BANDS = 4
-UDM2_BANDS = 8
 QUICKLOOK_SIZE = 256
 QUICKLOOK_REFLECTANCE_MAX = 0.15  # reflectance shown as white in the quick-look
 
@@ -44,7 +42,11 @@ class VerifiedScene:
 
 
 def verify_scene_item(item: dict[str, Any]) -> VerifiedScene:
-    """Check a catalogue item and its files; raise :class:`SceneInputError` naming the scene on bad input."""
+    """Check a catalogue item and its files; raise :class:`SceneInputError` naming the scene on bad input.
+
+    Checks the id, the item type, the required assets, every raster's header, band count, grid and that
+    no data block lies beyond the end of its file (a truncated download), without decoding pixels.
+    """
     item_id = str(item.get("id"))
     try:
         scene_id = parse_scene_id(item_id)
@@ -53,32 +55,28 @@ def verify_scene_item(item: dict[str, Any]) -> VerifiedScene:
     properties = item.get("properties", {})
     item_type = properties.get("pl:item_type", scene_id.item_type)
     if item_type not in KNOWN_ITEM_TYPES:
-        raise SceneInputError(
-            item_id, f"unknown item type {item_type!r} (expected one of {KNOWN_ITEM_TYPES})"
-        )
+        raise SceneInputError(item_id, f"unknown item type {item_type!r}, expected one of {KNOWN_ITEM_TYPES}")
     hrefs = required_asset_hrefs(item_id, item.get("assets", {}))
-    mask_kind = "udm2" if "udm2" in hrefs else "udm"
-    sr_profile = verify_raster(item_id, hrefs["sr"], expected_bands=SR_BANDS, expected_dtype="uint16")
-    mask_profile = verify_raster(
-        item_id, hrefs[mask_kind], expected_bands=UDM2_BANDS if mask_kind == "udm2" else 1
+    assets = PlanetAssets(
+        item_id=item_id,
+        item_type=item_type,
+        sr=Path(hrefs["sr"]),
+        udm2=Path(hrefs["udm2"]) if "udm2" in hrefs else None,
+        udm=Path(hrefs["udm"]) if "udm" in hrefs else None,
+        metadata=Path(hrefs["metadata"]),
     )
-    if (sr_profile["transform"], sr_profile["width"], sr_profile["height"]) != (
-        mask_profile["transform"],
-        mask_profile["width"],
-        mask_profile["height"],
-    ):
-        raise SceneInputError(item_id, f"{hrefs['sr']} and {hrefs[mask_kind]} are not on the same grid")
+    sr = check_rasters(assets)
     return VerifiedScene(
         item_id=item_id,
         item_type=item_type,
         year=scene_id.year,
         acquired=properties.get("datetime", scene_id.acquired_date.isoformat()),
-        crs=sr_profile["crs"].to_string(),
-        width=sr_profile["width"],
-        height=sr_profile["height"],
-        resolution_m=float(sr_profile["transform"].a),
+        crs=sr.crs.to_string(),
+        width=sr.shape[1],
+        height=sr.shape[0],
+        resolution_m=float(sr.transform.a),
         cloud_cover_percent=properties.get("eo:cloud_cover"),
-        mask_kind=mask_kind,
+        mask_kind="udm2" if assets.udm2 else "udm",
         asset_hrefs=hrefs,
     )
 
@@ -91,26 +89,6 @@ def required_asset_hrefs(item_id: str, assets: dict[str, Any]) -> dict[str, str]
     if missing:
         raise SceneInputError(item_id, f"catalogue item has no {', '.join(missing)} asset")
     return {key: asset["href"] for key, asset in assets.items() if key in ("sr", "udm2", "udm", "metadata")}
-
-
-def verify_raster(item_id: str, href: str, expected_bands: int, expected_dtype: str | None = None) -> dict:
-    """Open ``href`` and decode every block (constant memory); return its profile."""
-    try:
-        with rasterio.open(href) as source:
-            profile = dict(source.profile)
-            if source.count != expected_bands:
-                raise SceneInputError(item_id, f"{href} has {source.count} bands, expected {expected_bands}")
-            if expected_dtype and source.dtypes[0] != expected_dtype:
-                raise SceneInputError(item_id, f"{href} is {source.dtypes[0]}, expected {expected_dtype}")
-            if source.crs is None:
-                raise SceneInputError(item_id, f"{href} has no CRS")
-            for _, window in source.block_windows(1):
-                source.read(window=window)
-    except RasterioError as error:
-        raise SceneInputError(
-            item_id, f"{href} is not a readable GeoTIFF (corrupt or truncated): {error}"
-        ) from error
-    return profile
 
 
 def quicklook_png(sr_href: str, size: int = QUICKLOOK_SIZE) -> bytes:
