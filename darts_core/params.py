@@ -14,6 +14,9 @@ class PlanetParams:
 
     reflectance_scale: float = 10000.0  # SR GeoTIFF value = reflectance x 10000
     sr_nodata: int = 0
+    # Scene edges where visible bands are missing carry the value 1 (reflectance 1e-4) next to a real NIR value,
+    # i.e. a fake NDVI ~ 1 (a 12 px strip of the real 2016 PSScene): a visible band at this value = no data.
+    sr_missing_visible_value: int | None = 1
     # udm2 bands (1-based): 1 clear, 2 snow, 3 shadow, 4 light haze, 5 heavy haze, 6 cloud,
     # 7 confidence, 8 unusable
     udm2_clear_band: int = 1

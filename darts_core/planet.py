@@ -121,7 +121,7 @@ def read_planet_scene(
     header = check_rasters(assets)  # band counts, dtypes, CRS, grids, truncation
     mask_valid = _mask_valid(item_id, mask_path, mask_kind, params)
     reflectance = _read(item_id, sr_path, np.float32)  # raw values, scaled in place below
-    data = np.all(reflectance != params.sr_nodata, axis=0)
+    data = data_present(reflectance, params)
     valid = data & mask_valid
     if not valid.any():
         raise SceneInputError(item_id, f"no valid pixel in {sr_path.name} ({mask_kind} mask: all cloud or nodata)")
@@ -202,6 +202,14 @@ def _read(item_id: str, path: Path, dtype: type | None = None) -> np.ndarray:
 
 
 # --- derived layers --------------------------------------------------------------------------------
+
+
+def data_present(raw: np.ndarray, params: PlanetParams) -> np.ndarray:
+    """Pixels where every band holds data: no band at nodata and no visible band at the missing value."""
+    present = np.all(raw != params.sr_nodata, axis=0)
+    if params.sr_missing_visible_value is not None:
+        present &= ~np.any(raw[:3] == params.sr_missing_visible_value, axis=0)
+    return present
 
 
 def ndvi(red: np.ndarray, nir: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -83,10 +83,18 @@ def test_real_scene_reflectance_and_nodata(real_scene: PlanetScene, real_raw: np
 
 
 def test_real_scene_valid_fraction(real_scene: PlanetScene, real_raw: np.ndarray) -> None:
-    """The clip is mostly outside the scene; the legacy UDM marks exactly the SR data as usable."""
-    assert 0.26 < real_scene.valid_fraction < 0.27  # measured 0.2650
+    """The clip is mostly outside the scene; the legacy UDM marks the SR data as usable, except a ~12 px edge
+    strip whose visible bands are missing (value 1): 26.5 % of pixels hold data, 25.7 % complete data."""
+    assert 0.25 < real_scene.valid_fraction < 0.26  # measured 0.2566
     assert real_scene.valid_fraction == pytest.approx(real_scene.valid.mean())
-    np.testing.assert_array_equal(real_scene.valid, np.all(real_raw != 0, axis=0))
+    any_data = np.all(real_raw != 0, axis=0)
+    missing_visible = np.any(real_raw[:3] == 1, axis=0) & any_data
+    assert 10_000 < missing_visible.sum() < 20_000
+    np.testing.assert_array_equal(real_scene.valid, any_data & ~missing_visible)
+
+
+def test_real_scene_edge_strip_gives_no_fake_ndvi(real_scene: PlanetScene) -> None:
+    assert np.percentile(real_scene.ndvi[real_scene.valid], 99.9) < 0.8
 
 
 def test_real_scene_ndvi(real_scene: PlanetScene, real_raw: np.ndarray) -> None:
