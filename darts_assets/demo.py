@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dagster import DagsterInstance, RunRequest, build_sensor_context
-from darts_core.demo_region import DemoRegion, DemoRegionConfig, load_demo_region, synthesise_demo_region
 
 from darts_assets.definitions import defs
 from darts_assets.materialise import RunOutcome, StageReport, materialise_stage, plan_stages, run_partition
 from darts_assets.sensors import planet_scene_sensor
+from darts_core.demo_region import DemoRegion, DemoRegionConfig, load_demo_region, synthesise_demo_region
 from darts_core.planet_catalogue import RegistrationReport, register_scene_folders
 from partitions import SCENE_PARTITIONS_NAME
 from resources.stac import default_catalogue_path
@@ -74,7 +74,11 @@ def tick_scene_sensor(instance: DagsterInstance, max_ticks: int = 100) -> Sensor
     cursor = None
     for _ in range(max_ticks):
         with build_sensor_context(
-            instance=instance, cursor=cursor, definitions=defs, sensor_name=planet_scene_sensor.name
+            instance=instance,
+            cursor=cursor,
+            definitions=defs,
+            sensor_name=planet_scene_sensor.name,
+            resources=defs.resources,
         ) as context:
             result = planet_scene_sensor(context)
         cursor = getattr(result, "cursor", cursor)
@@ -98,7 +102,7 @@ def materialise_graph(
     for stage in stages:
         report = StageReport(stage)
         if stage.job_name == planet_scene_sensor.job_name:
-            job = defs.get_job_def(stage.job_name)
+            job = defs.resolve_job_def(stage.job_name)
             for request in sensor_requests:
                 tags = {**request.tags, "dagster/sensor_name": planet_scene_sensor.name}
                 if request.run_key:

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from dagster import AssetKey, AssetsDefinition, DagsterInstance, Definitions, JobDefinition
 from dagster._core.definitions.partitions.definition import PartitionsDefinition
 
+# The event log keeps everything; the console shows warnings and errors only.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -51,10 +54,7 @@ def plan_stages(defs: Definitions) -> list[Stage]:
             asset = assets[key]
             parents = [parent for parent in asset.asset_deps[key] if parent in assets]
             level[key] = max(
-                (
-                    level_of(parent) + (assets[parent].partitions_def != asset.partitions_def)
-                    for parent in parents
-                ),
+                (level_of(parent) + (assets[parent].partitions_def != asset.partitions_def) for parent in parents),
                 default=0,
             )
         return level[key]
@@ -72,9 +72,7 @@ def plan_stages(defs: Definitions) -> list[Stage]:
 
 def iter_assets(defs: Definitions) -> Iterable[AssetsDefinition]:
     graph = defs.resolve_asset_graph()
-    return [
-        graph.get(key).assets_def for key in graph.get_all_asset_keys() if graph.get(key).is_materializable
-    ]
+    return [graph.get(key).assets_def for key in graph.get_all_asset_keys() if graph.get(key).is_materializable]
 
 
 def iter_asset_jobs(defs: Definitions) -> list[JobDefinition]:
@@ -82,9 +80,7 @@ def iter_asset_jobs(defs: Definitions) -> list[JobDefinition]:
     return [job for job in repository.get_all_jobs() if not job.name.startswith("__")]
 
 
-def missing_partitions(
-    instance: DagsterInstance, stage: Stage, keys: Iterable[str | None]
-) -> list[str | None]:
+def missing_partitions(instance: DagsterInstance, stage: Stage, keys: Iterable[str | None]) -> list[str | None]:
     """The partition keys (None for unpartitioned) for which some asset of the stage is not materialised."""
     if stage.partitions_def is None:
         done = all(instance.get_latest_materialization_event(key) for key in stage.asset_keys)
@@ -103,6 +99,7 @@ def run_partition(
     """Run one partition of a stage in process, recording the run in the instance."""
     started = time.perf_counter()
     result = job.execute_in_process(
+        run_config=QUIET_CONSOLE,
         instance=instance,
         partition_key=partition_key,
         asset_selection=list(stage.asset_keys),
@@ -123,7 +120,7 @@ def materialise_stage(
     partition_keys: Iterable[str | None],
     on_outcome: Callable[[RunOutcome], None] = lambda outcome: None,
 ) -> StageReport:
-    job = defs.get_job_def(stage.job_name)
+    job = defs.resolve_job_def(stage.job_name)
     report = StageReport(stage)
     for key in missing_partitions(instance, stage, partition_keys):
         outcome = run_partition(job, instance, stage, key)

@@ -77,6 +77,21 @@ class StorageRoot(ConfigurableResource):
             with local.open("rb") as source, target.open("wb") as sink:
                 shutil.copyfileobj(source, sink, length=16 * 1024 * 1024)
 
+    @contextmanager
+    def local_input(self, *parts: str) -> Iterator[Path]:
+        """Yield a local path with the content of ``path(*parts)`` (downloaded first when remote)."""
+        source = self.path(*parts)
+        if not source.exists():
+            raise FileNotFoundError(f"{source} does not exist: materialise its upstream asset first")
+        if self.is_local:
+            yield Path(source.path)
+            return
+        with tempfile.TemporaryDirectory(prefix="darts-download-") as temp_dir:
+            local = Path(temp_dir) / source.name
+            with source.open("rb") as remote, local.open("wb") as sink:
+                shutil.copyfileobj(remote, sink, length=16 * 1024 * 1024)
+            yield local
+
     def write_bytes(self, data: bytes, *parts: str) -> UPath:
         """Write ``data`` atomically to ``path(*parts)`` and return that path."""
         with self.atomic_output(*parts) as local:
