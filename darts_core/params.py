@@ -87,3 +87,72 @@ class StackParams:
 def as_metadata(params: object) -> dict:
     """A parameter object as plain JSON-able data (for asset metadata and raster tags)."""
     return asdict(params)
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Stage 5: the segmentation model (segmentation_models_pytorch)."""
+
+    architecture: str = "UnetPlusPlus"
+    encoder: str = "resnet34"
+    encoder_depth: int = 3
+    decoder_channels: tuple[int, ...] = (256, 128, 64)
+    classes: int = 1
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    """Stage 5: training. ``paper()`` is the DARTS v1 setting; ``demo()`` the small one (same code path)."""
+
+    patch_size: int = 1024
+    patch_stride: int = 512
+    min_valid_fraction: float = 0.5  # patches with less valid data are dropped
+    epochs: int = 30
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2  # AdamW default
+    lr_gamma: float = 0.9  # ExponentialLR, stepped once per epoch
+    focal_gamma: float = 2.0
+    seed: int = 42
+
+    @classmethod
+    def paper(cls) -> TrainingParams:
+        return cls()
+
+    @classmethod
+    def demo(cls) -> TrainingParams:
+        return cls(patch_size=128, patch_stride=96, epochs=8, batch_size=16)
+
+
+@dataclass(frozen=True)
+class InferenceParams:
+    """Stage 6: patch inference."""
+
+    patch_size: int = 1024
+    overlap: int = 256
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class CleaningParams:
+    """Stage 7: ensemble and cleaning."""
+
+    threshold: float = 0.5
+    edge_zone_px: int = 10  # invalid pixels dilated by this, plus an image frame of this width
+    min_object_px: int = 32
+    max_water_fraction: float = 0.2
+    connectivity: int = 8
+
+
+@dataclass(frozen=True)
+class ProductParams:
+    """Stages 8-11: product naming and version columns."""
+
+    dataset_name: str = "DARTS"
+    dataset_version: str = "v1.0"
+    model_version: str = "RTS_v6_ensemble_v3_filterWater"
+    image_source: str = "PlanetScope"
+    equal_area_crs: str = "EPSG:6931"  # NSIDC EASE-Grid 2.0 North (Lambert azimuthal equal area)
+    level1_information: str = "RTS/ALD footprint - individual image - Level 1"
+    level2_information: str = "RTS/ALD footprint - annually aggregated - Level 2"
+    core_period: tuple[int, int] = (2021, 2023)
