@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +19,37 @@ BLOCK_SIZE = 256
 
 @dataclass(frozen=True)
 class Grid:
-    """A raster grid: CRS, affine transform and size."""
+    """A scene's pixel grid: CRS, affine transform (may be rotated) and size."""
 
     crs: str
     transform: Affine
     width: int
     height: int
 
+    @classmethod
+    def from_raster(cls, path: str) -> Grid:
+        with rasterio.open(path) as dataset:
+            return cls(dataset.crs.to_string(), dataset.transform, dataset.width, dataset.height)
+
     @property
     def shape(self) -> tuple[int, int]:
-        return (self.height, self.width)
+        return self.height, self.width
+
+    def corners(self) -> list[tuple[float, float]]:
+        """The four outer corners in the grid CRS (clockwise from the origin)."""
+        pixel_corners = ((0, 0), (self.width, 0), (self.width, self.height), (0, self.height))
+        return [self.transform @ corner for corner in pixel_corners]
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        """(left, bottom, right, top) in the grid's CRS."""
-        west, south, east, north = rasterio.transform.array_bounds(self.height, self.width, self.transform)
-        return (west, south, east, north)
+        """(left, bottom, right, top) of the grid's outer corners, in its CRS."""
+        xs, ys = zip(*self.corners(), strict=True)
+        return min(xs), min(ys), max(xs), max(ys)
 
-    @classmethod
-    def of_raster(cls, path: str | Path) -> Grid:
-        with rasterio.open(path) as source:
-            return cls(source.crs.to_string(), source.transform, source.width, source.height)
+    def subgrid(self, row_off: int, col_off: int, height: int, width: int) -> Grid:
+        return replace(
+            self, transform=self.transform @ Affine.translation(col_off, row_off), width=width, height=height
+        )
 
 
 def geotiff_profile(grid: Grid, count: int, dtype: str, nodata: float | None) -> dict[str, Any]:

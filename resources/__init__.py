@@ -2,6 +2,7 @@
 
 import os
 
+from resources.aux_sources import AuxLayerSource, LocalMosaicSource
 from resources.stac import StacCatalogue
 from resources.storage import StorageRoot, darts_home
 
@@ -14,12 +15,14 @@ def default_resources() -> dict:
 
     ``DARTS_HOME`` (default ./darts_home) holds the local catalogue and instance; ``DARTS_STORAGE_ROOT``
     (default ``$DARTS_HOME``) may point outputs at ``gs://bucket/prefix``; ``DARTS_STAC_API_URL`` selects
-    an external STAC API instead of the local stac-geoparquet catalogue.
+    an external STAC API instead of the local stac-geoparquet catalogue; ``DARTS_AUX_DIR`` (default the demo
+    region's ``aux/``) holds ``arcticdem_mosaic.vrt``, ``tcvis.tif`` and ``landcover.tif``.
     """
     return {
         "storage": StorageRoot(root=os.environ.get(STORAGE_ROOT_ENV) or str(darts_home())),
         "stac_catalogue": StacCatalogue(api_url=os.environ.get(STAC_API_URL_ENV, "")),
+        "aux_layers": LocalMosaicSource(),
     }
 
 
-__all__ = ["StacCatalogue", "StorageRoot", "darts_home", "default_resources"]
+__all__ = ["AuxLayerSource", "LocalMosaicSource", "StacCatalogue", "StorageRoot", "darts_home", "default_resources"]
