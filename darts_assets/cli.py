@@ -15,25 +15,15 @@ DEFAULT_UI_PORT = 3000
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="darts", description="DARTS on Dagster")
-    parser.add_argument(
-        "--home", type=Path, help=f"DARTS home folder (default ${DARTS_HOME_ENV} or ./darts_home)"
-    )
+    parser.add_argument("--home", type=Path, help=f"DARTS home folder (default ${DARTS_HOME_ENV} or ./darts_home)")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
-        "demo", help="synthesise the demo region and materialise the whole graph on it"
-    )
-    demo.add_argument(
-        "--seed", type=int, default=None, help="seed of the demo region (default: the synthesiser's)"
-    )
-    demo.add_argument(
-        "--rebuild", action="store_true", help="synthesise the demo region again even if present"
-    )
+    demo = commands.add_parser("demo", help="synthesise the demo region and materialise the whole graph on it")
+    demo.add_argument("--seed", type=int, default=None, help="seed of the demo region (default: the synthesiser's)")
+    demo.add_argument("--rebuild", action="store_true", help="synthesise the demo region again even if present")
     ui = commands.add_parser("ui", help="open the Dagster UI (and daemon) on the DARTS instance")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     ui.add_argument("--port", type=int, default=DEFAULT_UI_PORT)
-    register = commands.add_parser(
-        "register", help="register folders of PlanetScope downloads in the catalogue"
-    )
+    register = commands.add_parser("register", help="register folders of PlanetScope downloads in the catalogue")
     register.add_argument("folders", nargs="+", type=Path)
     args = parser.parse_args(argv)
     if args.home:

@@ -35,9 +35,7 @@ class Discovery:
     cursor: str | None = None
 
 
-def discover_new_scenes(
-    search: StacSearch, cursor: str | None, known_ids: set[str], max_pages: int
-) -> Discovery:
+def discover_new_scenes(search: StacSearch, cursor: str | None, known_ids: set[str], max_pages: int) -> Discovery:
     """Read up to ``max_pages`` pages from the cursor on; return unseen valid ids and the next cursor."""
     state = json.loads(cursor) if cursor else {}
     fingerprint = search.fingerprint()

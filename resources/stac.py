@@ -82,9 +82,7 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout_s: float) ->
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise StacCatalogueError(
-                f"rustac serve exited with {process.returncode}: {process.stderr.read()}"
-            )
+            raise StacCatalogueError(f"rustac serve exited with {process.returncode}: {process.stderr.read()}")
         try:
             if requests.post(f"{url}/search", json={"limit": 1}, timeout=2).ok:
                 return
@@ -173,9 +171,7 @@ class StacSearch:
         parameters = {**self._search_parameters, **overrides}
         if filter_cloud_cover and self.max_cloud_cover is not None and self.server_filters_cloud_cover:
             parameters["query"] = {CLOUD_COVER: {"lte": self.max_cloud_cover}}
-        search = ItemSearch(
-            self.search_href, method="POST", stac_io=self._stac_io, client=self._client, **parameters
-        )
+        search = ItemSearch(self.search_href, method="POST", stac_io=self._stac_io, client=self._client, **parameters)
         return PageRequest(href=self.search_href, method="POST", body=search.get_parameters())
 
     def fetch(self, request: PageRequest, filter_cloud_cover: bool = True) -> SearchPage:
@@ -191,11 +187,7 @@ class StacSearch:
 
     def portable(self, request: PageRequest) -> dict[str, Any]:
         """``request`` as a dict whose href is relative to the API root (servers may move between ticks)."""
-        href = (
-            request.href.removeprefix(self.root_url)
-            if request.href.startswith(self.root_url)
-            else request.href
-        )
+        href = request.href.removeprefix(self.root_url) if request.href.startswith(self.root_url) else request.href
         return {**request.to_dict(), "href": href}
 
     def from_portable(self, data: dict[str, Any]) -> PageRequest:
@@ -239,9 +231,7 @@ class StacCatalogue(ConfigurableResource):
         description="stac-geoparquet file served on loopback by rustac (ignored when api_url is set).",
     )
     api_url: str = Field(default="", description="URL of an external STAC API to search instead.")
-    bbox: list[float] | None = Field(
-        default=None, description="lon/lat search box (west, south, east, north)."
-    )
+    bbox: list[float] | None = Field(default=None, description="lon/lat search box (west, south, east, north).")
     datetime: str | None = Field(default=None, description="RFC 3339 interval, e.g. 2018-01-01/2023-12-31.")
     collections: list[str] = Field(default_factory=list)
     max_cloud_cover: float | None = Field(default=None, description="Maximum eo:cloud_cover in percent.")
