@@ -66,7 +66,8 @@ def geotiff_profile(grid: Grid, count: int, dtype: str, nodata: float | None) ->
         "tiled": True,
         "blockxsize": BLOCK_SIZE,
         "blockysize": BLOCK_SIZE,
-        "compress": "deflate",
+        "compress": "zstd",  # level 1: 2.5x faster writes than deflate at the same size (benchmarks/scene_inputs.py)
+        "zstd_level": 1,
         "predictor": predictor,
         "interleave": "band",
         "BIGTIFF": "IF_SAFER",
@@ -80,12 +81,13 @@ def write_geotiff(
     band_names: Sequence[str],
     nodata: float | None = None,
     tags: Mapping[str, Any] | None = None,
+    profile_overrides: Mapping[str, Any] | None = None,
 ) -> None:
     """Write ``data`` (bands, rows, cols) or (rows, cols) atomically; tags that are not strings become JSON."""
     bands = data if data.ndim == 3 else data[np.newaxis]
     if bands.shape[1:] != grid.shape or len(band_names) != bands.shape[0]:
         raise ValueError(f"{path.name}: array {bands.shape} does not match grid {grid.shape} / bands {band_names}")
-    profile = geotiff_profile(grid, bands.shape[0], bands.dtype.name, nodata)
+    profile = {**geotiff_profile(grid, bands.shape[0], bands.dtype.name, nodata), **(profile_overrides or {})}
     with atomic_path(path) as temp_path, rasterio.open(temp_path, "w", **profile) as sink:
         for index, (band, name) in enumerate(zip(bands, band_names, strict=True), start=1):
             sink.write(band, index)

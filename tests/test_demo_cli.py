@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance, RunsFilter
+from dagster import DagsterInstance, RunsFilter
 
+from darts_assets.jobs import SCENE_ASSETS
 from darts_core.demo_region import load_demo_region
 
 
@@ -38,7 +39,8 @@ def test_demo_materialises_every_scene_through_the_sensor(demo_home):
     scenes = {scene.item_id for scene in load_demo_region(demo_home / "demo_region").scenes}
     with DagsterInstance.from_config(str(demo_home / "dagster")) as instance:
         assert set(instance.get_dynamic_partitions("planet_scenes")) == scenes
-        assert instance.get_materialized_partitions(AssetKey("planet_scene_item")) == scenes
+        for asset in SCENE_ASSETS:
+            assert instance.get_materialized_partitions(asset.key) == scenes, asset.key
         sensor_runs = instance.get_runs(RunsFilter(tags={"dagster/sensor_name": "planet_scene_sensor"}))
         assert {run.tags["dagster/run_key"] for run in sensor_runs} == scenes
 

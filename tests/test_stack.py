@@ -188,7 +188,7 @@ def test_geotiff_round_trip(big_stack: tuple[PlanetScene, np.ndarray], tmp_path:
     with rasterio.open(path) as source:
         tags = source.tags()
         assert source.descriptions == BAND_ORDER_TCVIS
-        assert source.compression.value == "DEFLATE"
+        assert source.compression.value == "ZSTD"
         assert source.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "3"
     assert json.loads(tags["bands"]) == list(BAND_ORDER_TCVIS)
     assert json.loads(tags["normalisation"])["relative_elevation"] == {"offset": 50.0, "scale": 100.0}
