@@ -1,0 +1,183 @@
+"""Patch inference (design stage 6): overlapping patches, streamed in batches, blended with linear ramps.
+
+Patches of ``patch_size`` px start every ``patch_size - overlap`` px; the last row/column of patches is aligned
+to the raster edge, so no patch hangs over it (a raster smaller than a patch is zero-padded, like invalid
+pixels in the stack). Each patch's sigmoid probabilities are weighted by a separable linear ramp that is
+strictly positive, so the normalised sum ``sum(w * p) / sum(w)`` is an exact weighted mean at every pixel.
+
+Because the patch origins form a grid and the ramp is an outer product, the weight sum is separable too:
+it is kept as one row vector and one column vector, so memory is one (H, W) float32 accumulator plus one
+batch of patches (read lazily through ``read_window``), never the whole scene's patches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from itertools import product
+
+import numpy as np
+import torch
+
+from darts_core.params import InferenceParams
+
+ReadWindow = Callable[[int, int, int, int], np.ndarray]  # (row, col, height, width) -> float32 (C, h, w)
+Model = Callable[[torch.Tensor], torch.Tensor]  # (N, C, p, p) -> logits (N, 1, p, p)
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """Blended probabilities (H, W) float32, the batch size that finally ran, and the number of patches."""
+
+    probabilities: np.ndarray
+    batch_size: int
+    patches: int
+
+
+def axis_origins(size: int, patch: int, overlap: int) -> list[int]:
+    """Patch starts along one axis: every ``patch - overlap`` px, the last one flush with the edge."""
+    if not 0 <= overlap < patch:
+        raise ValueError(f"overlap {overlap} must be in [0, patch size {patch})")
+    if size <= patch:
+        return [0]
+    return [*range(0, size - patch, patch - overlap), size - patch]
+
+
+def patch_origins(height: int, width: int, patch: int, overlap: int) -> list[tuple[int, int]]:
+    """(row, col) of every patch, row-major; together the patches cover the whole raster."""
+    return list(product(axis_origins(height, patch, overlap), axis_origins(width, patch, overlap)))
+
+
+def axis_ramp(patch: int, overlap: int) -> np.ndarray:
+    """1-D weights: (i + 0.5) / overlap from each side, clipped to 1 (all > 0; all 1 without overlap)."""
+    if overlap == 0:
+        return np.ones(patch, dtype=np.float32)
+    index = np.arange(patch, dtype=np.float64)
+    distance_to_side = np.minimum(index, patch - 1 - index) + 0.5
+    return np.clip(distance_to_side / overlap, None, 1.0).astype(np.float32)
+
+
+def ramp_weights(patch: int, overlap: int) -> np.ndarray:
+    """(patch, patch) float32 blending weights: the outer product of two linear ramps, > 0 everywhere."""
+    ramp = axis_ramp(patch, overlap)
+    return np.outer(ramp, ramp)
+
+
+def axis_weight_sum(size: int, patch: int, overlap: int) -> np.ndarray:
+    """Sum of the 1-D ramps of all patches along one axis (float64, > 0 everywhere)."""
+    ramp = axis_ramp(patch, overlap).astype(np.float64)
+    total = np.zeros(size, dtype=np.float64)
+    for start in axis_origins(size, patch, overlap):
+        length = min(patch, size - start)
+        total[start : start + length] += ramp[:length]
+    return total
+
+
+def read_padded(read_window: ReadWindow, row: int, col: int, patch: int, height: int, width: int) -> np.ndarray:
+    """One (C, patch, patch) float32 patch; the part beyond the raster edge is zero."""
+    rows, cols = min(patch, height - row), min(patch, width - col)
+    data = np.asarray(read_window(row, col, rows, cols), dtype=np.float32)
+    if data.shape[1:] == (patch, patch):
+        return data
+    padded = np.zeros((data.shape[0], patch, patch), dtype=np.float32)
+    padded[:, :rows, :cols] = data
+    return padded
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error)
+    )
+
+
+def run_batch(
+    model: Model,
+    batch: np.ndarray,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    channels_last: bool,
+) -> np.ndarray:
+    """Sigmoid probabilities (N, p, p) float32 for one (N, C, p, p) batch."""
+    tensor = torch.from_numpy(batch)
+    if device.type == "cuda":
+        tensor = tensor.pin_memory().to(device, non_blocking=True)
+    if channels_last:
+        tensor = tensor.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast(device.type, autocast_dtype, enabled=autocast_dtype is not None):
+        logits = model(tensor)
+    return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+
+
+def predict_probabilities(
+    read_window: ReadWindow,
+    height: int,
+    width: int,
+    model: Model,
+    params: InferenceParams,
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    batch_size: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> InferenceResult:
+    """Blended sigmoid probabilities of ``model`` over the raster read through ``read_window``.
+
+    ``model`` must already sit on ``device`` in eval mode. Patches are read lazily, at most one batch at a
+    time. A CUDA out-of-memory error halves the batch size and retries the same patches (down to 1, then it
+    is raised); ``InferenceResult.batch_size`` is the size that finally ran. ``on_batch(done, total)``
+    reports progress in patches.
+    """
+    if isinstance(model, torch.nn.Module) and model.training:
+        raise ValueError("the model is in training mode: call model.eval() first")
+    device = torch.device(device)
+    patch, overlap = params.patch_size, params.overlap
+    size = batch_size or params.batch_size
+    origins = patch_origins(height, width, patch, overlap)
+    weights = ramp_weights(patch, overlap)
+    blended = np.zeros((height, width), dtype=np.float32)
+    patches = ((origin, read_padded(read_window, *origin, patch, height, width)) for origin in origins)
+    run = partial(run_batch, model, device=device, autocast_dtype=autocast_dtype, channels_last=channels_last)
+    done, final_size = 0, size
+    for batch_origins, probabilities, batch_size_used in _batches(patches, size, run):
+        final_size = batch_size_used
+        for (row, col), probability in zip(batch_origins, probabilities, strict=True):
+            rows, cols = min(patch, height - row), min(patch, width - col)
+            blended[row : row + rows, col : col + cols] += probability[:rows, :cols] * weights[:rows, :cols]
+        done += len(batch_origins)
+        if on_batch is not None:
+            on_batch(done, len(origins))
+    blended /= axis_weight_sum(height, patch, overlap).astype(np.float32)[:, np.newaxis]
+    blended /= axis_weight_sum(width, patch, overlap).astype(np.float32)[np.newaxis, :]
+    return InferenceResult(blended, final_size, len(origins))
+
+
+def _batches(
+    patches: Iterator[tuple[tuple[int, int], np.ndarray]],
+    size: int,
+    run: Callable[[np.ndarray], np.ndarray],
+) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, int]]:
+    """Yield (origins, probabilities (N, p, p), batch size) per batch; on out-of-memory halve the size and retry.
+
+    At most ``size`` patches are held (read but not yet yielded) at any time.
+    """
+    pending: list[tuple[tuple[int, int], np.ndarray]] = []
+    while True:
+        while len(pending) < size and (item := next(patches, None)) is not None:
+            pending.append(item)
+        if not pending:
+            return
+        chunk = pending[:size]
+        try:
+            probabilities = run(np.stack([data for _, data in chunk]))
+        except RuntimeError as error:
+            if size == 1 or not is_out_of_memory(error):
+                raise
+            probabilities = None
+        if probabilities is None:  # outside the except block, so the failed batch's tensors can be freed
+            size //= 2
+            if torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
+            continue
+        del pending[: len(chunk)]
+        yield [origin for origin, _ in chunk], probabilities, size

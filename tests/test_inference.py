@@ -1,0 +1,182 @@
+"""Patch inference: exact ramp blending, coverage, streaming and out-of-memory retry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from darts_core.inference import (
+    axis_weight_sum,
+    patch_origins,
+    predict_probabilities,
+    ramp_weights,
+)
+from darts_core.params import InferenceParams
+
+SMALL = InferenceParams(patch_size=64, overlap=16, batch_size=4)
+PAPER = InferenceParams()  # 1024 / 256
+
+
+def band_reader(stack: np.ndarray, calls: list | None = None):
+    """read_window over an in-memory (C, H, W) stack, clipped at the edge like a rasterio window read."""
+
+    def read_window(row: int, col: int, height: int, width: int) -> np.ndarray:
+        if calls is not None:
+            calls.append((row, col, height, width))
+        return stack[:, row : row + height, col : col + width]
+
+    return read_window
+
+
+def first_band_logits(batch: torch.Tensor) -> torch.Tensor:
+    """A 'model' whose logit is band 0: the blended probability must be sigmoid(band 0) exactly."""
+    return batch[:, :1]
+
+
+def random_stack(height: int, width: int, bands: int = 2, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 3, (bands, height, width)).astype(np.float32)
+
+
+def sigmoid(values: np.ndarray) -> np.ndarray:
+    return torch.sigmoid(torch.from_numpy(values)).numpy()
+
+
+@pytest.mark.parametrize(
+    ("shape", "params"),
+    [
+        ((1024, 1024), PAPER),
+        ((1500, 2100), PAPER),
+        ((300, 700), PAPER),
+        ((100, 150), SMALL),
+        ((64, 64), SMALL),
+        ((30, 50), SMALL),
+        ((112, 160), SMALL),  # (height - patch) a multiple of the stride
+    ],
+)
+def test_blending_reproduces_a_per_pixel_function_exactly(shape, params):
+    stack = random_stack(*shape, bands=1)
+    result = predict_probabilities(band_reader(stack), *shape, first_band_logits, params)
+    assert result.probabilities.shape == shape
+    assert result.probabilities.dtype == np.float32
+    np.testing.assert_allclose(result.probabilities, sigmoid(stack[0]), rtol=0, atol=1e-6)
+    assert result.patches == len(patch_origins(*shape, params.patch_size, params.overlap))
+
+
+@pytest.mark.parametrize("shape", [(100, 150), (64, 64), (30, 50), (200, 65), (1500, 2100)])
+def test_origins_cover_every_pixel_without_partial_patches(shape):
+    patch, overlap = 64, 16
+    coverage = np.zeros(shape, dtype=int)
+    for row, col in patch_origins(*shape, patch, overlap):
+        assert row >= 0 and col >= 0
+        for start, size in ((row, shape[0]), (col, shape[1])):
+            assert start + patch <= size or start == 0  # a partial patch only when the raster is smaller
+        coverage[row : row + patch, col : col + patch] += 1
+    assert (coverage >= 1).all()
+
+
+def test_origins_step_by_the_stride_and_end_flush():
+    assert patch_origins(100, 64, 64, 16) == [(0, 0), (36, 0)]
+    assert patch_origins(160, 30, 64, 16) == [(0, 0), (48, 0), (96, 0)]
+    assert patch_origins(30, 50, 64, 16) == [(0, 0)]
+    with pytest.raises(ValueError, match="overlap"):
+        patch_origins(100, 100, 64, 64)
+
+
+@pytest.mark.parametrize(("patch", "overlap"), [(64, 16), (1024, 256), (8, 0), (10, 7)])
+def test_ramp_weights_positive_symmetric_and_flat_inside(patch, overlap):
+    weights = ramp_weights(patch, overlap)
+    assert weights.shape == (patch, patch) and weights.dtype == np.float32
+    assert (weights > 0).all() and weights.max() <= 1.0
+    np.testing.assert_array_equal(weights, weights[::-1, ::-1])
+    np.testing.assert_array_equal(weights, weights.T)
+    if 2 * overlap < patch:
+        assert (weights[overlap : patch - overlap, overlap : patch - overlap] == 1).all()
+        np.testing.assert_allclose(weights[0, overlap], 0.5 / overlap if overlap else 1.0)
+
+
+def test_weight_sum_positive_everywhere():
+    for size in (30, 64, 100, 1500):
+        assert (axis_weight_sum(size, 64, 16) > 0).all()
+
+
+def test_out_of_memory_halves_the_batch_and_gives_the_same_result():
+    shape = (150, 200)
+    stack = random_stack(*shape, bands=1)
+    calls: list[int] = []
+
+    def picky_model(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(len(batch))
+        if len(batch) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return first_band_logits(batch)
+
+    expected = predict_probabilities(band_reader(stack), *shape, first_band_logits, SMALL, batch_size=8)
+    result = predict_probabilities(band_reader(stack), *shape, picky_model, SMALL, batch_size=8)
+    assert result.batch_size == 2 and expected.batch_size == 8
+    assert calls[:2] == [8, 4] and set(calls[2:]) <= {1, 2}
+    assert sum(calls[2:]) == result.patches
+    np.testing.assert_array_equal(result.probabilities, expected.probabilities)
+
+
+def test_out_of_memory_as_runtime_error_message_and_final_failure():
+    stack = random_stack(70, 70, bands=1)
+
+    def always_oom(batch: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("CUDA error: out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        predict_probabilities(band_reader(stack), 70, 70, always_oom, SMALL)
+
+    def broken(batch: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("shape mismatch")
+
+    calls: list[int] = []
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors are not retried
+        predict_probabilities(band_reader(stack), 70, 70, lambda b: calls.append(len(b)) or broken(b), SMALL)
+    assert calls == [4]
+
+
+def test_patches_are_read_lazily_one_batch_at_a_time():
+    shape, batch_size = (300, 400), 3
+    stack = random_stack(*shape, bands=1)
+    reads: list[tuple[int, int, int, int]] = []
+    progress: list[tuple[int, int]] = [(0, 0)]
+    outstanding: list[int] = []
+
+    def read_window(row: int, col: int, height: int, width: int) -> np.ndarray:
+        reads.append((row, col, height, width))
+        outstanding.append(len(reads) - progress[-1][0])
+        return stack[:, row : row + height, col : col + width]
+
+    result = predict_probabilities(
+        read_window,
+        *shape,
+        first_band_logits,
+        SMALL,
+        batch_size=batch_size,
+        on_batch=lambda d, t: progress.append((d, t)),
+    )
+    assert len(reads) == result.patches
+    assert max(outstanding) == batch_size
+    assert progress[-1] == (result.patches, result.patches)
+    assert [done for done, _ in progress[1:-1]] == list(range(batch_size, result.patches, batch_size))
+    assert all(h <= 64 and w <= 64 for _, _, h, w in reads)
+
+
+def test_multiband_model_autocast_and_channels_last_run_on_cpu():
+    shape = (100, 90)
+    stack = random_stack(*shape, bands=3)
+    model = torch.nn.Conv2d(3, 1, kernel_size=3, padding=1).eval()
+    result = predict_probabilities(
+        band_reader(stack), *shape, model, SMALL, autocast_dtype=torch.bfloat16, channels_last=True
+    )
+    assert result.probabilities.shape == shape
+    assert np.isfinite(result.probabilities).all()
+    assert ((result.probabilities >= 0) & (result.probabilities <= 1)).all()
+
+
+def test_model_in_training_mode_is_refused():
+    model = torch.nn.Conv2d(1, 1, 1)
+    with pytest.raises(ValueError, match="eval"):
+        predict_probabilities(band_reader(random_stack(10, 10, 1)), 10, 10, model, SMALL)
