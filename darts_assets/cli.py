@@ -59,10 +59,15 @@ def run_demo(seed: int | None, rebuild: bool) -> int:
     discovery = demo.tick_scene_sensor(instance)
     print(f"   {len(discovery.run_requests)} new scene partition(s) discovered")
     stage("4/4 materialising the asset graph")
-    reports = demo.materialise_graph(instance, discovery.run_requests, on_outcome=print_outcome)
+    reports = demo.materialise_graph(instance, discovery.run_requests, on_outcome=print_outcome, on_stage=print_stage)
     failures = sum(len(report.failed) for report in reports)
     print_summary(home, instance, failures, time.perf_counter() - started)
     return 1 if failures else 0
+
+
+def print_stage(stage) -> None:
+    assets = ", ".join(key.to_user_string() for key in stage.asset_keys)
+    print(f"   -- {stage.job_name}: {assets}", flush=True)
 
 
 def print_outcome(outcome) -> None:

@@ -2,13 +2,8 @@
 
 from dagster import Definitions
 
-from darts_assets.jobs import SCENE_ASSETS, scene_job
+from darts_assets.jobs import ALL_ASSETS, ALL_JOBS
 from darts_assets.sensors import planet_scene_sensor
 from resources import default_resources
 
-defs = Definitions(
-    assets=[*SCENE_ASSETS],
-    jobs=[scene_job],
-    sensors=[planet_scene_sensor],
-    resources=default_resources(),
-)
+defs = Definitions(assets=ALL_ASSETS, jobs=ALL_JOBS, sensors=[planet_scene_sensor], resources=default_resources())

@@ -10,7 +10,7 @@ from pathlib import Path
 from dagster import DagsterInstance, RunRequest, build_sensor_context
 
 from darts_assets.definitions import defs
-from darts_assets.materialise import RunOutcome, StageReport, materialise_stage, plan_stages, run_partition
+from darts_assets.materialise import RunOutcome, Stage, StageReport, materialise_stage, plan_stages, run_partition
 from darts_assets.sensors import planet_scene_sensor
 from darts_core.demo_region import DemoRegion, DemoRegionConfig, load_demo_region, synthesise_demo_region
 from darts_core.planet_catalogue import RegistrationReport, register_scene_folders
@@ -95,20 +95,23 @@ def materialise_graph(
     instance: DagsterInstance,
     sensor_requests: list[RunRequest],
     on_outcome: Callable[[RunOutcome], None] = lambda outcome: None,
+    on_stage: Callable[[Stage], None] = lambda stage: None,
 ) -> list[StageReport]:
     """Run the sensor's requests as sensor runs, then fill every partition still missing, stage by stage."""
-    stages = plan_stages(defs)
     reports = []
-    for stage in stages:
+    pending_requests = list(sensor_requests)  # they run the first scene stage, as sensor runs
+    for stage in plan_stages(defs):
+        on_stage(stage)
         report = StageReport(stage)
-        if stage.job_name == planet_scene_sensor.job_name:
+        if pending_requests and stage.job_name == planet_scene_sensor.job_name:
             job = defs.resolve_job_def(stage.job_name)
-            for request in sensor_requests:
+            for request in pending_requests:
                 tags = {**request.tags, "dagster/sensor_name": planet_scene_sensor.name}
                 if request.run_key:
                     tags["dagster/run_key"] = request.run_key
                 report.outcomes.append(run_partition(job, instance, stage, request.partition_key, tags))
                 on_outcome(report.outcomes[-1])
+            pending_requests = []
         attempted = {outcome.partition_key for outcome in report.outcomes}
         keys = [key for key in partition_keys(instance, stage) if key not in attempted]
         report.outcomes += materialise_stage(defs, instance, stage, keys, on_outcome).outcomes

@@ -1,14 +1,25 @@
-"""Jobs: one per partitioning of the graph."""
+"""Jobs: one per partitioning of the graph (scene, unpartitioned training data, model variant)."""
 
 from dagster import AssetSelection, define_asset_job
 
+from darts_assets.predictions import PREDICTION_ASSETS
 from darts_assets.scene_inputs import SCENE_INPUT_ASSETS
 from darts_assets.scenes import planet_scene_item
+from darts_assets.training import model_checkpoint, training_data
 
-SCENE_ASSETS = [planet_scene_item, *SCENE_INPUT_ASSETS]
+SCENE_ASSETS = [planet_scene_item, *SCENE_INPUT_ASSETS, *PREDICTION_ASSETS]
 
 scene_job = define_asset_job(
     "scene_job",
     selection=AssetSelection.assets(*SCENE_ASSETS),
-    description="The per-scene chain for one Planet scene partition.",
+    description="The per-scene chain for one Planet scene partition: inputs, predictions, Level-1 features.",
 )
+training_data_job = define_asset_job(
+    "training_data_job", selection=AssetSelection.assets(training_data), description="Cut the training patches."
+)
+model_job = define_asset_job(
+    "model_job", selection=AssetSelection.assets(model_checkpoint), description="Train one model variant."
+)
+
+ALL_JOBS = [scene_job, training_data_job, model_job]
+ALL_ASSETS = [*SCENE_ASSETS, training_data, model_checkpoint]

@@ -131,15 +131,20 @@ def stack_tags(params: StackParams) -> dict[str, Any]:
 
 def read_stack_geotiff(path: Path) -> tuple[np.ndarray, dict[str, Any], tuple[str, ...], dict[str, BandNormalisation]]:
     """(stack, rasterio profile, band names, normalisation) of a stack written by write_stack_geotiff."""
+    bands, normalisation = read_stack_tags(path)
+    with rasterio.open(path) as source:
+        return source.read(), dict(source.profile), bands, normalisation
+
+
+def read_stack_tags(path: Path) -> tuple[tuple[str, ...], dict[str, BandNormalisation]]:
+    """(band names, normalisation) from a stack's tags, without reading pixels."""
     with rasterio.open(path) as source:
         tags = source.tags()
-        stack = source.read()
-        profile = dict(source.profile)
     if "bands" not in tags or "normalisation" not in tags:
         raise ValueError(f"{Path(path).name} has no 'bands'/'normalisation' tags: not a DARTS input stack")
     bands = tuple(json.loads(tags["bands"]))
     normalisation = {name: BandNormalisation(**values) for name, values in json.loads(tags["normalisation"]).items()}
-    return stack, profile, bands, normalisation
+    return bands, normalisation
 
 
 # --- quick-look ------------------------------------------------------------------------------------

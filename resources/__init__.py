@@ -3,8 +3,10 @@
 import os
 
 from resources.aux_sources import AuxLayerSource, LocalMosaicSource
+from resources.gpu import TorchDevice
 from resources.stac import StacCatalogue
 from resources.storage import StorageRoot, darts_home
+from resources.training import TrainingSetup
 
 STAC_API_URL_ENV = "DARTS_STAC_API_URL"
 STORAGE_ROOT_ENV = "DARTS_STORAGE_ROOT"
@@ -22,7 +24,18 @@ def default_resources() -> dict:
         "storage": StorageRoot(root=os.environ.get(STORAGE_ROOT_ENV) or str(darts_home())),
         "stac_catalogue": StacCatalogue(api_url=os.environ.get(STAC_API_URL_ENV, "")),
         "aux_layers": LocalMosaicSource(),
+        "gpu": TorchDevice(),
+        "training": TrainingSetup(),
     }
 
 
-__all__ = ["AuxLayerSource", "LocalMosaicSource", "StacCatalogue", "StorageRoot", "darts_home", "default_resources"]
+__all__ = [
+    "AuxLayerSource",
+    "LocalMosaicSource",
+    "StacCatalogue",
+    "TorchDevice",
+    "TrainingSetup",
+    "StorageRoot",
+    "darts_home",
+    "default_resources",
+]

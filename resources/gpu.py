@@ -1,0 +1,71 @@
+"""The torch device for training and inference: device choice, precision, memory layout, batch size.
+
+Models are loaded once per run (per checkpoint file and version) and kept in a private cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from dagster import ConfigurableResource
+from pydantic import Field, PrivateAttr
+
+from darts_core.model import load_checkpoint
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TorchDevice(ConfigurableResource):
+    """Where models run. ``auto`` picks CUDA when present, else the CPU; an explicit setting wins."""
+
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    precision: str = Field(default="auto", description="auto (GPU: bf16 or fp16; CPU: fp32), fp32, bf16, fp16")
+    channels_last: bool | None = Field(default=None, description="channels-last memory layout; None: on GPUs only")
+    batch_size: int = Field(default=8, ge=1, description="patches per forward pass (halved on CUDA out-of-memory)")
+    cpu_threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 keeps torch's default")
+
+    _models: dict[tuple[str, float], tuple[torch.nn.Module, dict[str, Any]]] = PrivateAttr(default_factory=dict)
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {self.device!r} requested but CUDA is not available")
+        return device
+
+    def autocast_dtype(self) -> torch.dtype | None:
+        if self.precision != "auto":
+            if self.precision not in PRECISIONS:
+                raise ValueError(f"precision {self.precision!r} is not one of auto, {', '.join(PRECISIONS)}")
+            return PRECISIONS[self.precision]
+        if self.torch_device().type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+
+    def use_channels_last(self) -> bool:
+        return self.torch_device().type == "cuda" if self.channels_last is None else self.channels_last
+
+    def describe(self) -> dict[str, Any]:
+        dtype = self.autocast_dtype()
+        return {
+            "device": str(self.torch_device()),
+            "precision": "fp32" if dtype is None else str(dtype).removeprefix("torch."),
+            "channels_last": self.use_channels_last(),
+            "batch_size": self.batch_size,
+        }
+
+    def load_model(self, checkpoint: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """The checkpoint's model on this device in eval mode, loaded once per file version."""
+        if self.cpu_threads:
+            torch.set_num_threads(self.cpu_threads)
+        key = (str(checkpoint), Path(checkpoint).stat().st_mtime)
+        if key not in self._models:
+            model, config = load_checkpoint(checkpoint, map_location="cpu")
+            model = model.to(self.torch_device()).eval()
+            if self.use_channels_last():
+                model = model.to(memory_format=torch.channels_last)
+            self._models[key] = (model, config)
+        return self._models[key]
