@@ -1,4 +1,5 @@
-"""`darts demo` end to end on a fresh DARTS_HOME: sensor-launched runs on a persistent instance, idempotent rerun."""
+"""`darts demo` end to end on a fresh DARTS_HOME: sensor runs on a persistent instance, trained models, Level 1,
+idempotent rerun. The demo runs once per module (several minutes on 2 cores: it trains both models)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import geopandas as gpd
+import numpy as np
+import pandas as pd
 import pytest
-from dagster import DagsterInstance, RunsFilter
+import rasterio
+from dagster import AssetKey, DagsterInstance, RunsFilter
 
 from darts_assets.jobs import SCENE_ASSETS
 from darts_core.demo_region import load_demo_region
+from darts_core.level1 import LEVEL1_COLUMNS
+from darts_core.model import load_checkpoint
+from darts_core.training_data import rasterise_labels, read_labels
+from validation.pixel import pixel_scores
 
 
 def run_demo(home: Path) -> subprocess.CompletedProcess:
@@ -56,3 +65,44 @@ def test_rerun_is_idempotent(demo_home):
     assert catalogue.read_bytes() == catalogue_bytes
     with DagsterInstance.from_config(str(demo_home / "dagster")) as instance:
         assert instance.get_runs_count() == runs_before
+
+
+def test_both_models_trained_and_level1_written_for_every_scene(demo_home):
+    scenes = {scene.item_id for scene in load_demo_region(demo_home / "demo_region").scenes}
+    with DagsterInstance.from_config(str(demo_home / "dagster")) as instance:
+        assert instance.get_materialized_partitions(AssetKey("model_checkpoint")) == {"tcvis", "notcvis"}
+    level1 = sorted((demo_home / "level1").glob("year=*/*.parquet"))
+    assert {path.stem for path in level1} == scenes
+    features = pd.concat([gpd.read_parquet(path) for path in level1])
+    assert tuple(features.columns) == LEVEL1_COLUMNS
+    assert len(features) > 0 and features.geometry.is_valid.all() and features.crs.to_epsg() == 4326
+
+
+def validation_rasters(home: Path, scene_id: str, labels) -> dict[str, np.ndarray]:
+    folder = home / "scenes" / scene_id
+    rasters = {}
+    for name in ("tcvis", "notcvis", "ensemble", "valid_mask"):
+        file = folder / (f"probability_{name}.tif" if name != "valid_mask" else "valid_mask.tif")
+        with rasterio.open(file) as source:
+            rasters[name] = source.read(1)
+            transform, crs, shape = source.transform, source.crs, source.shape
+    scene_labels = labels.loc[labels["image_id"] == scene_id].geometry.to_crs(crs)
+    rasters["reference"] = rasterise_labels(scene_labels, transform, shape)
+    return rasters
+
+
+def test_ensemble_matches_or_beats_single_models_with_f1_above_0_7(demo_home):
+    """Pixel scores on the fixed validation scenes (never seen in training); figures printed for the record."""
+    _, config = load_checkpoint(demo_home / "models" / "tcvis.pt")
+    labels = read_labels(demo_home / "demo_region" / "labels" / "demo_training_labels.gpkg")
+    per_scene = [validation_rasters(demo_home, scene_id, labels) for scene_id in config["validation_scene_ids"]]
+    joined = {name: np.concatenate([rasters[name].ravel() for rasters in per_scene]) for name in per_scene[0]}
+    valid = joined["valid_mask"].astype(bool)
+    scores = {
+        model: pixel_scores((joined[model] >= 50) & (joined[model] != 255), joined["reference"], valid)
+        for model in ("tcvis", "notcvis", "ensemble")
+    }
+    for model, score in scores.items():
+        print(f"{model:9s} precision {score['precision']:.3f} recall {score['recall']:.3f} f1 {score['f1']:.3f}")
+    assert scores["ensemble"]["f1"] >= 0.7
+    assert scores["ensemble"]["f1"] >= max(scores["tcvis"]["f1"], scores["notcvis"]["f1"]) - 0.02
