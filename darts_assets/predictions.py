@@ -90,7 +90,7 @@ def predict_scene(storage: StorageRoot, gpu: TorchDevice, scene_id: str, variant
                 params,
                 device=gpu.torch_device(),
                 autocast_dtype=gpu.autocast_dtype(),
-                channels_last=gpu.use_channels_last(),
+                channels_last=gpu.channels_last,
                 batch_size=gpu.batch_size,
             )
     seconds = time.perf_counter() - started
@@ -128,7 +128,7 @@ def probability_asset(variant: str) -> AssetsDefinition:
             probabilities, run = predict_scene(storage, gpu, scene_id, variant)
             valid, grid, _ = read_raster(storage, scene_id, "valid_mask.tif")
             path = write_percent(
-                storage, scene_id, probability_file(variant), probabilities, valid.astype(bool), grid, run
+                storage, scene_id, probability_file(variant), probabilities, valid.astype(bool), grid, {"run": run}
             )
         return MaterializeResult(
             metadata={
@@ -160,7 +160,7 @@ def ensemble_probability(context: AssetExecutionContext, storage: StorageRoot) -
         valid, grid, _ = read_raster(storage, scene_id, "valid_mask.tif")
         tags = {
             "members": {
-                variant: member[2].get("model") for variant, member in zip(MODEL_VARIANTS, members, strict=True)
+                variant: json.loads(member[2]["run"]) for variant, member in zip(MODEL_VARIANTS, members, strict=True)
             }
         }
         path = write_percent(storage, scene_id, "probability_ensemble.tif", probability, valid.astype(bool), grid, tags)
@@ -180,12 +180,13 @@ def cleaned_mask(context: AssetExecutionContext, storage: StorageRoot) -> Materi
     scene_id = context.partition_key
     params = CleaningParams()
     with failing_scene(scene_id):
-        probability, grid, _ = read_percent(storage, scene_id, "probability_ensemble.tif")
+        probability, grid, ensemble_tags = read_percent(storage, scene_id, "probability_ensemble.tif")
         valid, _, _ = read_raster(storage, scene_id, "valid_mask.tif")
         water, _, _ = read_raster(storage, scene_id, "water_mask.tif")
         result = clean_mask(probability, valid.astype(bool), water.astype(bool), params)
+        tags = {"cleaning": as_metadata(params), "members": json.loads(ensemble_tags["members"])}
         with storage.atomic_output(SCENES_FOLDER, scene_id, "cleaned_mask.tif") as local:
-            write_geotiff(local, result.mask.astype(np.uint8), grid, ["rts"], tags={"cleaning": as_metadata(params)})
+            write_geotiff(local, result.mask.astype(np.uint8), grid, ["rts"], tags=tags)
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(str(storage.path(SCENES_FOLDER, scene_id, "cleaned_mask.tif"))),

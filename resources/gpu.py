@@ -22,7 +22,7 @@ class TorchDevice(ConfigurableResource):
 
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     precision: str = Field(default="auto", description="auto (GPU: bf16 or fp16; CPU: fp32), fp32, bf16, fp16")
-    channels_last: bool | None = Field(default=None, description="channels-last memory layout; None: on GPUs only")
+    channels_last: bool = Field(default=True, description="channels-last layout (faster on GPU and, measured, CPU)")
     batch_size: int = Field(default=8, ge=1, description="patches per forward pass (halved on CUDA out-of-memory)")
     cpu_threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 keeps torch's default")
 
@@ -45,15 +45,12 @@ class TorchDevice(ConfigurableResource):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return None
 
-    def use_channels_last(self) -> bool:
-        return self.torch_device().type == "cuda" if self.channels_last is None else self.channels_last
-
     def describe(self) -> dict[str, Any]:
         dtype = self.autocast_dtype()
         return {
             "device": str(self.torch_device()),
             "precision": "fp32" if dtype is None else str(dtype).removeprefix("torch."),
-            "channels_last": self.use_channels_last(),
+            "channels_last": self.channels_last,
             "batch_size": self.batch_size,
         }
 
@@ -65,7 +62,7 @@ class TorchDevice(ConfigurableResource):
         if key not in self._models:
             model, config = load_checkpoint(checkpoint, map_location="cpu")
             model = model.to(self.torch_device()).eval()
-            if self.use_channels_last():
+            if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             self._models[key] = (model, config)
         return self._models[key]
