@@ -95,15 +95,11 @@ class AuxLayerSource(ConfigurableResource):
         raise NotImplementedError
 
 
-class LocalMosaicSource(AuxLayerSource):
-    """Local (or /vsi-readable) VRT/COG mosaics: what DARTS v1 did, and the default."""
+class RasterTcvisLandcoverSource(AuxLayerSource):
+    """TCVIS and land cover from raster files or URLs (the DEM is up to the subclass)."""
 
-    dem_path: str = Field(default_factory=lambda: default_aux_path("arcticdem_mosaic.vrt"))
     tcvis_path: str = Field(default_factory=lambda: default_aux_path("tcvis.tif"))
     landcover_path: str = Field(default_factory=lambda: default_aux_path("landcover.tif"))
-
-    def terrain(self, grid: Grid, params: TerrainParams) -> tuple[np.ndarray, np.ndarray]:
-        return terrain_on_grid(self.dem_path, grid, params, self.min_coverage)
 
     def tcvis(self, grid: Grid) -> np.ndarray:
         return tcvis_on_grid(self.tcvis_path, grid, self.min_coverage)
@@ -111,6 +107,15 @@ class LocalMosaicSource(AuxLayerSource):
     def water_mask(self, grid: Grid, water_classes: Sequence[int] | None = None) -> np.ndarray:
         classes = TerrainParams().water_classes if water_classes is None else water_classes
         return water_mask_on_grid(self.landcover_path, grid, classes, self.min_coverage)
+
+
+class LocalMosaicSource(RasterTcvisLandcoverSource):
+    """Local (or /vsi-readable) VRT/COG mosaics: what DARTS v1 did, and the default."""
+
+    dem_path: str = Field(default_factory=lambda: default_aux_path("arcticdem_mosaic.vrt"))
+
+    def terrain(self, grid: Grid, params: TerrainParams) -> tuple[np.ndarray, np.ndarray]:
+        return terrain_on_grid(self.dem_path, grid, params, self.min_coverage)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -128,14 +133,12 @@ def lonlat_bbox(grid: Grid, buffer_m: float) -> list[float]:
     return list(transform_bounds(grid.crs, "EPSG:4326", *bounds, densify_pts=BOUNDS_DENSIFY_POINTS))
 
 
-class StacCogSource(AuxLayerSource):
+class StacCogSource(RasterTcvisLandcoverSource):
     """ArcticDEM mosaic COGs found in a STAC API; TCVIS and land cover from COG paths/URLs."""
 
     stac_api_url: str
     dem_collection: str = "arcticdem-mosaics"
     dem_asset_key: str = "dem"
-    tcvis_path: str
-    landcover_path: str
     timeout_s: float = 30.0
 
     def dem_hrefs(self, grid: Grid, params: TerrainParams) -> list[str]:
@@ -161,13 +164,6 @@ class StacCogSource(AuxLayerSource):
             vrt = Path(folder) / "dem_mosaic.vrt"
             vrt.write_text(mosaic_vrt_xml(hrefs))
             return terrain_on_grid(str(vrt), grid, params, self.min_coverage, source_name=self.dem_source_name)
-
-    def tcvis(self, grid: Grid) -> np.ndarray:
-        return tcvis_on_grid(self.tcvis_path, grid, self.min_coverage)
-
-    def water_mask(self, grid: Grid, water_classes: Sequence[int] | None = None) -> np.ndarray:
-        classes = TerrainParams().water_classes if water_classes is None else water_classes
-        return water_mask_on_grid(self.landcover_path, grid, classes, self.min_coverage)
 
     def describe(self) -> dict[str, Any]:
         return {
