@@ -12,8 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from dagster import AssetKey, AssetsDefinition, DagsterInstance, Definitions, JobDefinition
-from dagster._core.definitions.partitions.definition import PartitionsDefinition
+from dagster import AssetKey, AssetsDefinition, DagsterInstance, Definitions, JobDefinition, PartitionsDefinition
 
 # The event log keeps everything; the console shows warnings and errors only.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
