@@ -34,6 +34,7 @@ from rasterio.enums import Interleaving
 from rasterio.errors import RasterioError
 from shapely.errors import GEOSException
 
+from darts_core.params import PlanetParams
 from darts_core.scene_ids import InvalidSceneIdError, SceneId, parse_scene_id
 
 COLLECTION = "planet"
@@ -74,7 +75,8 @@ KNOWN_SUFFIXES = sorted(
 )
 SR_BANDS = ("blue", "green", "red", "nir")
 UDM2_BANDS = ("clear", "snow", "shadow", "light_haze", "heavy_haze", "cloud", "confidence", "unusable")
-SR_SCALE = 0.0001
+SR_SCALE = 1 / PlanetParams().reflectance_scale
+SR_NODATA = PlanetParams().sr_nodata
 
 
 class SceneInputError(Exception):
@@ -363,7 +365,7 @@ def _assets(assets: PlanetAssets, href_root: str | None) -> dict[str, dict[str, 
         return {"href": _href(path, href_root), "type": MediaType.GEOTIFF, "roles": roles, "bands": bands}
 
     sr_bands = [
-        {"name": name, "eo:common_name": name, "nodata": 0, "data_type": "uint16", "raster:scale": SR_SCALE}
+        {"name": name, "eo:common_name": name, "nodata": SR_NODATA, "data_type": "uint16", "raster:scale": SR_SCALE}
         for name in SR_BANDS
     ]
     items = {"sr": geotiff(assets.sr, ["data", "reflectance"], sr_bands)}

@@ -16,10 +16,10 @@ import numpy as np
 import rasterio
 from PIL import Image
 
-from darts_core.planet_catalogue import PlanetAssets, SceneInputError, check_rasters
+from darts_core.planet_catalogue import ITEM_TYPES, PlanetAssets, SceneInputError, check_rasters
 from darts_core.scene_ids import InvalidSceneIdError, parse_scene_id
 
-KNOWN_ITEM_TYPES = ("PSScene", "PSOrthoTile")
+KNOWN_ITEM_TYPES = tuple(sorted(set(ITEM_TYPES.values())))
 QUICKLOOK_SIZE = 256
 QUICKLOOK_REFLECTANCE_MAX = 0.15  # reflectance shown as white in the quick-look
 
