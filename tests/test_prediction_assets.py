@@ -12,8 +12,9 @@ import rasterio
 import torch
 from dagster import instance_for_test, materialize
 
-from darts_assets.jobs import SCENE_ASSETS
 from darts_assets.predictions import PREDICTION_ASSETS, PROBABILITY_NODATA
+from darts_assets.scene_inputs import SCENE_INPUT_ASSETS
+from darts_assets.scenes import planet_scene_item
 from darts_core.demo_region import synthesise_demo_region
 from darts_core.level1 import LEVEL1_COLUMNS
 from darts_core.model import build_model, checkpoint_config, save_checkpoint
@@ -26,7 +27,7 @@ from resources.stac import StacCatalogue
 from resources.storage import StorageRoot
 
 SCENE = "20230718_193502_88_24b5"
-INPUT_ASSETS = [asset for asset in SCENE_ASSETS if asset not in PREDICTION_ASSETS]
+INPUT_ASSETS = [planet_scene_item, *SCENE_INPUT_ASSETS]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import rasterio
 from dagster import AssetKey, instance_for_test, materialize
 from shapely.geometry import box
 
-from darts_assets.jobs import SCENE_ASSETS
+from darts_assets.scene_inputs import SCENE_INPUT_ASSETS
+from darts_assets.scenes import planet_scene_item
 from darts_core.demo_region import DemoRegion, synthesise_demo_region
 from darts_core.params import BAND_ORDER_TCVIS
 from darts_core.planet_catalogue import register_scene_folders
@@ -20,6 +21,7 @@ from resources.stac import StacCatalogue
 from resources.storage import StorageRoot
 
 CLOUDY_SCENE = "20220712_194511_03_2447"
+INPUT_ASSETS = [planet_scene_item, *SCENE_INPUT_ASSETS]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def materialise_scene(home: Path, region: DemoRegion, scene_id: str, aux: LocalM
     with instance_for_test() as instance:
         instance.add_dynamic_partitions(SCENE_PARTITIONS_NAME, [scene_id])
         result = materialize(
-            SCENE_ASSETS, instance=instance, resources=resources, partition_key=scene_id, raise_on_error=False
+            INPUT_ASSETS, instance=instance, resources=resources, partition_key=scene_id, raise_on_error=False
         )
         materialised = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
     return result, materialised
@@ -53,7 +55,7 @@ def demo_aux(region: DemoRegion, **overrides) -> LocalMosaicSource:
 def test_cloudy_demo_scene_inputs(region, tmp_path):
     result, materialised = materialise_scene(tmp_path, region, CLOUDY_SCENE, demo_aux(region))
     assert result.success
-    assert materialised == {asset.key.to_user_string() for asset in SCENE_ASSETS}
+    assert materialised == {asset.key.to_user_string() for asset in INPUT_ASSETS}
     folder = tmp_path / "scenes" / CLOUDY_SCENE
     with rasterio.open(folder / "input_stack.tif") as stack, rasterio.open(folder / "valid_mask.tif") as valid:
         assert stack.descriptions == BAND_ORDER_TCVIS
