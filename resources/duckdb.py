@@ -1,0 +1,145 @@
+"""The DuckDB database of DARTS: ``$DARTS_HOME/darts.duckdb`` with spatial, H3 UDFs and an area macro.
+
+Every connection (``DartsDuckDB.connect`` or :func:`prepare_connection` on any connection) gets:
+
+- the ``spatial`` extension, loaded offline from the ``duckdb-extension-spatial`` wheel (same version as
+  duckdb); only when the wheel's file is missing does it fall back to ``INSTALL spatial; LOAD spatial``,
+  which needs network access to extensions.duckdb.org.
+- Python UDFs over the ``h3`` package (the H3 community extension cannot be downloaded offline):
+  ``h3_cell(lat DOUBLE, lon DOUBLE, res INTEGER) -> VARCHAR``,
+  ``h3_cell_area_km2(cell VARCHAR) -> DOUBLE`` (the cell's area on the authalic sphere),
+  ``h3_cell_boundary_wkb(cell VARCHAR) -> BLOB`` (lon/lat polygon as WKB, split at ±180°: wrap it in
+  ``ST_GeomFromWKB``) and ``h3_candidate_cells(wkb BLOB, res INTEGER) -> VARCHAR[]``: a superset of the cells
+  whose boundary polygon intersects the lon/lat geometry ``ST_AsWKB(geom)``. H3 draws polygon edges as great
+  circles, DuckDB and GeoParquet as straight lon/lat lines (hundreds of metres apart along a 50 km edge), so
+  the geometry is segmentized to 0.1° first and H3's "overlap" set widened by one ring of neighbours; callers
+  keep the cells that really intersect.
+- a temporary macro ``area_km2(geom)``: ``ST_Area(ST_Transform(geom, 'EPSG:4326', 'EPSG:6931',
+  always_xy := true)) / 1e6``, the one area definition the SQL models use.
+
+DuckDB lets one process write a database file; while it holds the file, other processes cannot open it at
+all, and an open read-only connection blocks writers (check with :func:`is_lock_error`). Writers are serialised
+by the Dagster pool ``duckdb`` (limit 1) and retry later when a reader holds the file; readers that must not fail
+(``darts query``) fall back to the Parquet sources (see ``darts_assets.query``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import h3
+import shapely
+from dagster import ConfigurableResource
+from duckdb.sqltypes import BLOB, DOUBLE, INTEGER, VARCHAR
+from pydantic import Field
+
+from darts_core.level1 import split_antimeridian
+from darts_core.params import ProductParams
+from resources.storage import darts_home
+
+DATABASE_FILE = "darts.duckdb"
+LONLAT_CRS = "EPSG:4326"
+
+
+def spatial_extension_path() -> Path | None:
+    """The spatial extension file shipped by the ``duckdb-extension-spatial`` wheel, if installed."""
+    try:
+        import duckdb_extension_spatial
+    except ImportError:
+        return None
+    path = Path(duckdb_extension_spatial.__file__).parent / "extensions" / f"v{duckdb.__version__}"
+    path = path / "spatial.duckdb_extension"
+    return path if path.is_file() else None
+
+
+def load_spatial(con: duckdb.DuckDBPyConnection) -> None:
+    """Load spatial from the wheel; without the wheel's file, INSTALL (online) and LOAD it by name."""
+    path = spatial_extension_path()
+    if path is None:
+        con.install_extension("spatial")
+        con.load_extension("spatial")
+    else:
+        con.load_extension(str(path))
+
+
+def is_lock_error(error: BaseException) -> bool:
+    """Whether ``error`` says that another process holds the database file."""
+    return isinstance(error, duckdb.IOException) and "could not set lock" in str(error).lower()
+
+
+def h3_cell(lat: float, lon: float, res: int) -> str:
+    return h3.latlng_to_cell(lat, lon, res)
+
+
+def h3_cell_area_km2(cell: str) -> float:
+    return h3.cell_area(cell, unit="km^2")
+
+
+def h3_cell_boundary_wkb(cell: str) -> bytes:
+    polygon = shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(cell)])
+    return shapely.to_wkb(split_antimeridian(polygon))
+
+
+def h3_candidate_cells(wkb: bytes, res: int) -> list[str]:
+    shape = h3.geo_to_h3shape(shapely.segmentize(shapely.from_wkb(wkb), 0.1))
+    overlapping = h3.h3shape_to_cells_experimental(shape, res, contain="overlap")
+    return sorted({ring_cell for cell in overlapping for ring_cell in h3.grid_disk(cell, 1)})
+
+
+def register_h3(con: duckdb.DuckDBPyConnection) -> None:
+    """The H3 UDFs (pure functions: DuckDB may cache and reorder them; NULL in gives NULL out)."""
+    con.create_function("h3_cell", h3_cell, [DOUBLE, DOUBLE, INTEGER], VARCHAR)
+    con.create_function("h3_cell_area_km2", h3_cell_area_km2, [VARCHAR], DOUBLE)
+    con.create_function("h3_cell_boundary_wkb", h3_cell_boundary_wkb, [VARCHAR], BLOB)
+    con.create_function("h3_candidate_cells", h3_candidate_cells, [BLOB, INTEGER], duckdb.list_type(VARCHAR))
+
+
+def sql_literal(value: str) -> str:
+    """``value`` as a SQL string literal (quotes doubled); only for constants of the code, never for user data."""
+    if "\x00" in value:
+        raise ValueError(f"{value!r} contains a NUL character")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def register_macros(con: duckdb.DuckDBPyConnection, equal_area_crs: str = ProductParams().equal_area_crs) -> None:
+    """``area_km2(geom)``: km² of a lon/lat geometry in the equal-area CRS (a TEMP macro: read-only safe)."""
+    source, target = sql_literal(LONLAT_CRS), sql_literal(equal_area_crs)
+    con.execute(
+        "CREATE OR REPLACE TEMP MACRO area_km2(geom) AS "
+        f"ST_Area(ST_Transform(geom, {source}, {target}, always_xy := true)) / 1e6"
+    )
+
+
+def prepare_connection(con: duckdb.DuckDBPyConnection, threads: int = 0) -> duckdb.DuckDBPyConnection:
+    """Spatial, H3 UDFs, ``area_km2`` and (``threads`` > 0) the thread count, on an open connection."""
+    if threads > 0:
+        con.execute(f"SET threads = {int(threads)}")
+    load_spatial(con)
+    register_h3(con)
+    register_macros(con)
+    return con
+
+
+class DartsDuckDB(ConfigurableResource):
+    """The DARTS DuckDB database file. One writer at a time: assets that write use the pool ``duckdb``."""
+
+    database: str = Field(
+        default_factory=lambda: str(darts_home() / DATABASE_FILE),
+        description="Path of the database file. Default: $DARTS_HOME/darts.duckdb.",
+    )
+    threads: int = Field(default=0, description="DuckDB worker threads; 0 keeps DuckDB's default (all cores).")
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An open, prepared connection, closed on exit. ``read_only`` fails while another process writes."""
+        if not read_only:
+            os.makedirs(Path(self.database).parent, exist_ok=True)
+        con = duckdb.connect(self.database, read_only=read_only)
+        try:
+            yield prepare_connection(con, self.threads)
+        finally:
+            con.close()
