@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--port", type=int, default=DEFAULT_UI_PORT)
     register = commands.add_parser("register", help="register folders of PlanetScope downloads in the catalogue")
     register.add_argument("folders", nargs="+", type=Path)
+    query = commands.add_parser("query", help="run a read-only SQL query on $DARTS_HOME/darts.duckdb (spatial loaded)")
+    query.add_argument("sql")
+    query.add_argument("--max-rows", type=int, default=100)
     args = parser.parse_args(argv)
     if args.home:
         os.environ[DARTS_HOME_ENV] = str(args.home.expanduser().resolve())
@@ -33,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(seed=args.seed, rebuild=args.rebuild)
     if args.command == "ui":
         return open_ui(args.host, args.port)
+    if args.command == "query":
+        return query_database(args.sql, args.max_rows)
     return register_folders(args.folders)
 
 
@@ -101,6 +106,14 @@ def open_ui(host: str, port: int) -> int:
     os.chdir(workspace.parent)
     os.execv(command[0], command)
     return 0  # not reached
+
+
+def query_database(sql: str, max_rows: int) -> int:
+    from darts_assets.query import run_query
+    from resources.duckdb import DartsDuckDB
+
+    print(run_query(sql, Path(DartsDuckDB().database), max_rows=max_rows))
+    return 0
 
 
 def register_folders(folders: list[Path]) -> int:

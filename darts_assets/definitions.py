@@ -4,6 +4,6 @@ from dagster import Definitions
 
 from darts_assets.jobs import ALL_ASSETS, ALL_JOBS
 from darts_assets.sensors import planet_scene_sensor
-from resources import default_resources
+from resources.defaults import default_resources
 
 defs = Definitions(assets=ALL_ASSETS, jobs=ALL_JOBS, sensors=[planet_scene_sensor], resources=default_resources())
