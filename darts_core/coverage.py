@@ -1,0 +1,147 @@
+"""Coverage products (design stage 10, paper Data Records): where the images looked, per image, year and period.
+
+Columns (all geometries valid MultiPolygons in EPSG:4326, cut at ±180°; ``area_km2`` in
+``ProductParams.equal_area_crs``, the CRS in which DARTS v1 computed the published ``area_km2``):
+
+- ``coverage_level1``: one row per image: image_id, date (YYYY-MM-DD), year, area_km2, geometry (its
+  valid-data footprint, repaired; several rows of one image are dissolved).
+- ``coverage_level2``: one row per year: year, num_images, earliest_date, latest_date, area_km2, geometry
+  (union of the year's footprints).
+- ``coverage_union``: one row: coverage_period (the years present, "2018,2019,...", as in DARTS v1),
+  num_years, num_images, area_km2, geometry (covered at least once).
+- ``coverage_intersect``: one row: coverage_period (every year of the core period), area_km2, geometry
+  (covered in every year of the core period; empty when a core year has no coverage at all).
+
+Unions and intersections are done in the equal-area polar CRS, where the antimeridian is an ordinary line;
+the footprints handed in may cross ±180° either split (MultiPolygon) or as one ring whose longitudes jump.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from darts_core.level1 import LONLAT_CRS, split_antimeridian
+from darts_core.level2 import (
+    check_polar_crs,
+    dissolve_groups,
+    make_valid_polygonal,
+    polygonal_parts,
+    to_equal_area,
+    to_lonlat,
+)
+from darts_core.params import ProductParams
+
+COVERAGE_LEVEL1_COLUMNS = ("image_id", "date", "year", "area_km2", "geometry")
+COVERAGE_LEVEL2_COLUMNS = ("year", "num_images", "earliest_date", "latest_date", "area_km2", "geometry")
+COVERAGE_UNION_COLUMNS = ("coverage_period", "num_years", "num_images", "area_km2", "geometry")
+COVERAGE_INTERSECT_COLUMNS = ("coverage_period", "area_km2", "geometry")
+SQUARE_METRES_PER_KM2 = 1e6
+
+
+def as_multipolygon(geometry: shapely.Geometry) -> shapely.MultiPolygon:
+    """The polygonal parts of ``geometry`` as one MultiPolygon (empty when there are none)."""
+    return shapely.MultiPolygon(polygonal_parts(geometry))
+
+
+def dissolve(geometries: gpd.GeoSeries, crs: str) -> tuple[shapely.MultiPolygon, float]:
+    """Union of EPSG:4326 geometries, computed in the polar ``crs``: (EPSG:4326 MultiPolygon, area km²)."""
+    union = _equal_area_union(geometries, crs)
+    return _lonlat_multipolygon(union, crs), shapely.area(union) / SQUARE_METRES_PER_KM2
+
+
+def _equal_area_union(geometries: gpd.GeoSeries, crs: str) -> shapely.Geometry:
+    """Union in the polar ``crs``; one geometry (a Level-2 coverage row) is taken as it is."""
+    projected = to_equal_area(geometries, crs)
+    return projected[0] if len(projected) == 1 else shapely.union_all(projected)
+
+
+def _lonlat_multipolygon(geometry: shapely.Geometry, crs: str) -> shapely.MultiPolygon:
+    return as_multipolygon(to_lonlat(np.array([geometry], dtype=object), crs)[0])
+
+
+def _iso_date(value: object) -> str:
+    if isinstance(value, datetime.datetime | pd.Timestamp):
+        return value.date().isoformat()
+    return datetime.date.fromisoformat(str(value)[:10]).isoformat()
+
+
+def coverage_level1(footprints: gpd.GeoDataFrame, params: ProductParams, simplify_m: float = 0.0) -> gpd.GeoDataFrame:
+    """One row per image (``COVERAGE_LEVEL1_COLUMNS``) from footprints with image_id, date, year, geometry.
+
+    ``simplify_m`` > 0 simplifies the footprints in the equal-area CRS (Douglas-Peucker, then repaired) with that
+    tolerance: one pixel removes the staircase of a polygonised valid-data mask (3 m on the real DARTS training
+    footprints: 6.5x fewer vertices, area +1.6e-6), which makes the unions of a year several times faster.
+    """
+    crs = params.equal_area_crs
+    check_polar_crs(crs)
+    lonlat = footprints.to_crs(LONLAT_CRS)
+    split = gpd.GeoSeries([split_antimeridian(shape) for shape in lonlat.geometry], crs=LONLAT_CRS)
+    projected = to_equal_area(split, crs)
+    if simplify_m > 0:
+        projected = make_valid_polygonal(shapely.simplify(projected, simplify_m, preserve_topology=False))
+    labels, _ = pd.factorize(lonlat["image_id"].astype("string"), sort=True)
+    footprint = dissolve_groups(projected, labels)  # the rows of one image: one footprint
+    first = pd.DataFrame({"label": labels, **{name: lonlat[name].to_numpy() for name in ("image_id", "date", "year")}})
+    first = first.groupby("label").first()
+    frame = pd.DataFrame(
+        {
+            "image_id": first["image_id"].astype("string").to_numpy(),
+            "date": pd.array([_iso_date(value) for value in first["date"]], dtype="string"),
+            "year": first["year"].astype("int64").to_numpy(),
+            "area_km2": shapely.area(footprint) / SQUARE_METRES_PER_KM2,
+        }
+    )
+    geometry = [as_multipolygon(shape) for shape in to_lonlat(footprint, crs)]
+    result = gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(geometry, crs=LONLAT_CRS), crs=LONLAT_CRS)
+    result = result[~result.geometry.is_empty].sort_values(["year", "date", "image_id"], ignore_index=True)
+    return result[list(COVERAGE_LEVEL1_COLUMNS)]
+
+
+def coverage_level2(level1_coverage: gpd.GeoDataFrame, params: ProductParams) -> gpd.GeoDataFrame:
+    """One row per year (``COVERAGE_LEVEL2_COLUMNS``): the union of that year's image footprints."""
+    rows = []
+    for year, images in level1_coverage.groupby("year", sort=True):
+        geometry, area = dissolve(images.geometry, params.equal_area_crs)
+        dates = images["date"].astype("string")
+        rows.append((int(year), len(images), dates.min(), dates.max(), area, geometry))
+    frame = pd.DataFrame(rows, columns=list(COVERAGE_LEVEL2_COLUMNS))
+    frame = frame.astype({"year": "int64", "num_images": "int64", "earliest_date": "string", "latest_date": "string"})
+    return gpd.GeoDataFrame(frame.astype({"area_km2": "float64"}), geometry="geometry", crs=LONLAT_CRS)
+
+
+def _period(years: list[int]) -> str:
+    return ",".join(str(year) for year in years)
+
+
+def coverage_union(level2: gpd.GeoDataFrame, params: ProductParams) -> gpd.GeoDataFrame:
+    """One row (``COVERAGE_UNION_COLUMNS``): the area covered at least once in the years of ``level2``."""
+    geometry, area = dissolve(level2.geometry, params.equal_area_crs)
+    years = sorted({int(year) for year in level2["year"]})
+    num_images = int(level2["num_images"].sum()) if "num_images" in level2 else 0
+    return _one_row(
+        {"coverage_period": _period(years), "num_years": len(years), "num_images": num_images, "area_km2": area},
+        geometry,
+    )
+
+
+def coverage_intersect(
+    level2: gpd.GeoDataFrame, core_period: tuple[int, int], params: ProductParams
+) -> gpd.GeoDataFrame:
+    """One row (``COVERAGE_INTERSECT_COLUMNS``): the area covered in every year ``core_period[0]..[1]``."""
+    years = list(range(core_period[0], core_period[1] + 1))
+    yearly = [_equal_area_union(level2[level2["year"] == year].geometry, params.equal_area_crs) for year in years]
+    intersection = shapely.intersection_all(yearly)
+    area = float(shapely.area(intersection)) / SQUARE_METRES_PER_KM2
+    geometry = _lonlat_multipolygon(intersection, params.equal_area_crs)
+    return _one_row({"coverage_period": _period(years), "area_km2": area}, geometry)
+
+
+def _one_row(values: dict, geometry: shapely.MultiPolygon) -> gpd.GeoDataFrame:
+    frame = pd.DataFrame({name: [value] for name, value in values.items()})
+    frame = frame.astype({"coverage_period": "string", "area_km2": "float64"})
+    return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries([geometry], crs=LONLAT_CRS), crs=LONLAT_CRS)
