@@ -25,12 +25,11 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from darts_core.level1 import LONLAT_CRS, split_antimeridian
+from darts_core.level1 import LONLAT_CRS, polygonal_parts, split_antimeridian
 from darts_core.level2 import (
     check_polar_crs,
     dissolve_groups,
     make_valid_polygonal,
-    polygonal_parts,
     to_equal_area,
     to_lonlat,
 )

@@ -81,13 +81,17 @@ def split_antimeridian(geometry: shapely.Geometry) -> shapely.Geometry:
     unwrapped = shapely.make_valid(unwrapped)
     eastern_half = unwrapped.intersection(box(0, -90, 180, 90))
     beyond = translate(unwrapped.intersection(box(180, -90, 360, 90)), xoff=-360)
-    parts = [part for half in (eastern_half, beyond) for part in polygons_of(half)]
+    parts = [part for half in (eastern_half, beyond) for part in polygonal_parts(half)]
     return shapely.MultiPolygon(parts)
 
 
-def polygons_of(geometry: shapely.Geometry) -> list[shapely.Polygon]:
-    """The polygonal parts of any geometry (intersections may add stray lines or points)."""
-    return [part for part in shapely.get_parts(geometry) if isinstance(part, shapely.Polygon) and not part.is_empty]
+def polygonal_parts(geometry: shapely.Geometry) -> list[shapely.Polygon]:
+    """The non-empty polygons of any geometry, nested collections included (intersections and repairs return
+    those, with stray lines or points that are dropped)."""
+    parts = shapely.get_parts(geometry)
+    while any(isinstance(part, shapely.geometry.base.BaseMultipartGeometry) for part in parts):
+        parts = shapely.get_parts(parts)
+    return [part for part in parts if isinstance(part, shapely.Polygon) and not part.is_empty]
 
 
 def level1_features(

@@ -30,7 +30,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from shapely.geometry import LineString, box
 
-from darts_core.level1 import LONLAT_CRS, SQUARE_METRES_PER_HECTARE, geohash
+from darts_core.level1 import LONLAT_CRS, SQUARE_METRES_PER_HECTARE, geohash, polygonal_parts
 from darts_core.params import ProductParams
 
 LEVEL2_COLUMNS = (
@@ -75,14 +75,6 @@ def to_equal_area(geometries: gpd.GeoSeries, crs: str) -> np.ndarray:
     """Geometries of any CRS (EPSG:4326 ones split at ±180° where they cross it) in the polar ``crs``, valid."""
     projected = np.asarray(geometries.to_crs(crs).values, dtype=object)
     return make_valid_polygonal(projected)
-
-
-def polygonal_parts(geometry: shapely.Geometry) -> list[shapely.Polygon]:
-    """The non-empty polygons of any geometry, nested collections included (repairs return those)."""
-    parts = shapely.get_parts(geometry)
-    while any(isinstance(part, shapely.geometry.base.BaseMultipartGeometry) for part in parts):
-        parts = shapely.get_parts(parts)
-    return [part for part in parts if isinstance(part, shapely.Polygon) and not part.is_empty]
 
 
 def make_valid_polygonal(geometries: np.ndarray) -> np.ndarray:

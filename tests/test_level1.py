@@ -152,3 +152,13 @@ def test_antimeridian_feature_is_split_and_valid():
     assert geodesic == pytest.approx(features.area_m2.iloc[0], rel=0.005)
     lon, lat = decode(features.id_geohash.iloc[0])
     assert abs(abs(lon) - 180) < 0.001 and abs(lat - 66.0002) < 0.001
+
+
+def test_polygonal_parts_reaches_into_nested_collections():
+    """Repairs and intersections return collections holding multipolygons: none of their polygons is lost."""
+    from shapely.geometry import GeometryCollection, LineString, MultiPolygon, box
+
+    from darts_core.level1 import polygonal_parts
+
+    nested = GeometryCollection([MultiPolygon([box(0, 0, 1, 1), box(2, 2, 3, 3)]), LineString([(0, 0), (5, 5)])])
+    assert sorted(part.area for part in polygonal_parts(nested)) == [1.0, 1.0]
