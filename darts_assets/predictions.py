@@ -21,7 +21,14 @@ from dagster import (
     asset,
 )
 
-from darts_assets.scene_inputs import SCENES_FOLDER, failing_scene, input_stack, planet_scene, scene_water_mask
+from darts_assets.scene_inputs import (
+    SCENES_FOLDER,
+    failing_scene,
+    input_stack,
+    planet_scene,
+    scene_water_mask,
+    write_scene_raster,
+)
 from darts_assets.scenes import planet_scene_item
 from darts_assets.training import MODELS_FOLDER, model_checkpoint
 from darts_core.cleaning import clean_mask, ensemble_mean, polygonise
@@ -29,7 +36,7 @@ from darts_core.inference import predict_probabilities
 from darts_core.level1 import level1_features, write_level1
 from darts_core.model import check_bands
 from darts_core.params import CleaningParams, InferenceParams, ProductParams, as_metadata
-from darts_core.rasters import Grid, write_geotiff
+from darts_core.rasters import Grid
 from darts_core.stack import read_stack_tags
 from partitions import MODEL_VARIANTS, scene_partitions
 from resources.gpu import TorchDevice
@@ -52,9 +59,7 @@ def read_raster(storage: StorageRoot, scene_id: str, name: str) -> tuple[np.ndar
 def write_percent(storage: StorageRoot, scene_id: str, name: str, probability, valid, grid: Grid, tags: dict) -> str:
     percent = np.rint(probability * 100).astype(np.uint8)
     percent[~valid] = PROBABILITY_NODATA
-    with storage.atomic_output(SCENES_FOLDER, scene_id, name) as local:
-        write_geotiff(local, percent, grid, ["probability_percent"], nodata=PROBABILITY_NODATA, tags=tags)
-    return str(storage.path(SCENES_FOLDER, scene_id, name))
+    return write_scene_raster(storage, scene_id, name, percent, grid, ["probability_percent"], PROBABILITY_NODATA, tags)
 
 
 def read_percent(storage: StorageRoot, scene_id: str, name: str) -> tuple[np.ndarray, Grid, dict]:
@@ -185,8 +190,9 @@ def cleaned_mask(context: AssetExecutionContext, storage: StorageRoot) -> Materi
         water, _, _ = read_raster(storage, scene_id, "water_mask.tif")
         result = clean_mask(probability, valid.astype(bool), water.astype(bool), params)
         tags = {"cleaning": as_metadata(params), "members": json.loads(ensemble_tags["members"])}
-        with storage.atomic_output(SCENES_FOLDER, scene_id, "cleaned_mask.tif") as local:
-            write_geotiff(local, result.mask.astype(np.uint8), grid, ["rts"], tags=tags)
+        write_scene_raster(
+            storage, scene_id, "cleaned_mask.tif", result.mask.astype(np.uint8), grid, ["rts"], tags=tags
+        )
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(str(storage.path(SCENES_FOLDER, scene_id, "cleaned_mask.tif"))),

@@ -48,16 +48,7 @@ def failing_scene(scene_id: str) -> Iterator[None]:
 def catalogued_assets(storage: StorageRoot, scene_id: str) -> PlanetAssets:
     """The scene's files, from the item written by ``planet_scene_item`` (checked again on read)."""
     item = json.loads(storage.path(SCENES_FOLDER, scene_id, "item.json").read_text())
-    verified = verify_scene_item(item)
-    hrefs = verified.asset_hrefs
-    return PlanetAssets(
-        item_id=scene_id,
-        item_type=verified.item_type,
-        sr=Path(hrefs["sr"]),
-        udm2=Path(hrefs["udm2"]) if "udm2" in hrefs else None,
-        udm=Path(hrefs["udm"]) if "udm" in hrefs else None,
-        metadata=Path(hrefs["metadata"]),
-    )
+    return verify_scene_item(item).assets
 
 
 def scene_grid(storage: StorageRoot, scene_id: str) -> Grid:

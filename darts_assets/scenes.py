@@ -36,7 +36,11 @@ def planet_scene_item(
     storage.write_bytes(preview, SCENES_FOLDER, scene_id, "quicklook.png")
     return MaterializeResult(
         metadata={
-            **{field: value for field, value in dataclasses.asdict(verified).items() if field != "asset_hrefs"},
+            **{
+                field: value
+                for field, value in dataclasses.asdict(verified).items()
+                if field not in ("asset_hrefs", "assets")
+            },
             "assets": MetadataValue.json(verified.asset_hrefs),
             "path": MetadataValue.path(str(scene_folder / "item.json")),
             "quicklook": png_markdown(preview, scene_id),

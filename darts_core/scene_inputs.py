@@ -39,6 +39,7 @@ class VerifiedScene:
     cloud_cover_percent: float | None
     mask_kind: str  # "udm2" or "udm"
     asset_hrefs: dict[str, str]
+    assets: PlanetAssets
 
 
 def verify_scene_item(item: dict[str, Any]) -> VerifiedScene:
@@ -78,6 +79,7 @@ def verify_scene_item(item: dict[str, Any]) -> VerifiedScene:
         cloud_cover_percent=properties.get("eo:cloud_cover"),
         mask_kind="udm2" if assets.udm2 else "udm",
         asset_hrefs=hrefs,
+        assets=assets,
     )
 
 
