@@ -157,3 +157,4 @@ class ProductParams:
     level1_information: str = "RTS/ALD footprint - individual image - Level 1"
     level2_information: str = "RTS/ALD footprint - annually aggregated - Level 2"
     core_period: tuple[int, int] = (2021, 2023)
+    coverage_simplify_m: float = 3.0  # footprint simplification before coverage unions: one PlanetScope pixel
