@@ -14,7 +14,7 @@ from darts_assets.materialise import RunOutcome, Stage, StageReport, materialise
 from darts_assets.sensors import planet_scene_sensor
 from darts_core.demo_region import DemoRegion, DemoRegionConfig, load_demo_region, synthesise_demo_region
 from darts_core.planet_catalogue import RegistrationReport, register_scene_folders
-from partitions import SCENE_PARTITIONS_NAME
+from partitions import SCENE_PARTITIONS_NAME, year_partitions, years_of_scenes
 from resources.stac import default_catalogue_path
 
 DEMO_REGION_FOLDER = "demo_region"
@@ -120,8 +120,11 @@ def materialise_graph(
 
 
 def partition_keys(instance: DagsterInstance, stage) -> list[str | None]:
+    """The stage's partitions to fill: all of them, except years without any catalogued scene."""
     if stage.partitions_def is None:
         return [None]
+    if stage.partitions_def == year_partitions:
+        return years_of_scenes(instance.get_dynamic_partitions(SCENE_PARTITIONS_NAME))
     return list(stage.partitions_def.get_partition_keys(dynamic_partitions_store=instance))
 
 

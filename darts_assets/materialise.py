@@ -61,7 +61,7 @@ def plan_stages(defs: Definitions) -> list[Stage]:
     groups: dict[tuple[int, str], list[AssetKey]] = {}
     jobs = iter_asset_jobs(defs)
     for key in sorted(assets, key=lambda k: k.to_user_string()):
-        job = next(job for job in jobs if job.partitions_def == assets[key].partitions_def)
+        job = next(job for job in jobs if key in job.asset_layer.selected_asset_keys)
         groups.setdefault((level_of(key), job.name), []).append(key)
     return [
         Stage(job_name=job_name, asset_keys=tuple(keys), partitions_def=assets[keys[0]].partitions_def)

@@ -10,6 +10,9 @@ import json
 from dataclasses import dataclass, field
 
 from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -18,9 +21,12 @@ from dagster import (
     sensor,
 )
 
-from darts_assets.jobs import scene_job
+from darts_assets.annual import annual_coverage, annual_level2
+from darts_assets.jobs import scene_job, year_job
+from darts_assets.predictions import level1_scene_features
+from darts_assets.scene_inputs import planet_scene
 from darts_core.scene_ids import InvalidSceneIdError, parse_scene_id
-from partitions import SCENE_PARTITIONS_NAME, scene_partitions
+from partitions import SCENE_PARTITIONS_NAME, scene_partitions, year_partition_of_scene
 from resources.stac import StacCatalogue, StacSearch
 
 MAX_PAGES_PER_TICK = 20  # bounds a tick's time; the next tick resumes from the cursor
@@ -89,3 +95,52 @@ def planet_scene_sensor(context: SensorEvaluationContext, stac_catalogue: StacCa
         else [],
         cursor=discovery.cursor,
     )
+
+
+# Which year asset a new scene materialisation makes stale.
+YEAR_ASSET_OF_SCENE_ASSET = {
+    planet_scene.key: annual_coverage.key,
+    level1_scene_features.key: annual_level2.key,
+}
+RECORDS_PAGE = 1000
+
+
+def touched_years(instance: DagsterInstance, after_id: int, up_to_id: int) -> dict[AssetKey, set[str]]:
+    """Per year asset, the years of the scene materialisations with storage id in ``(after_id, up_to_id]``."""
+    touched: dict[AssetKey, set[str]] = {}
+    for scene_asset, year_asset in YEAR_ASSET_OF_SCENE_ASSET.items():
+        records_filter = AssetRecordsFilter(
+            asset_key=scene_asset, after_storage_id=after_id, before_storage_id=up_to_id + 1
+        )
+        cursor, has_more = None, True
+        while has_more:
+            page = instance.fetch_materializations(records_filter, limit=RECORDS_PAGE, cursor=cursor, ascending=True)
+            years = {year_partition_of_scene(record.partition_key) for record in page.records if record.partition_key}
+            if years:
+                touched.setdefault(year_asset, set()).update(years)
+            cursor, has_more = page.cursor, page.has_more
+    return touched
+
+
+@sensor(
+    job=year_job,
+    default_status=DefaultSensorStatus.STOPPED,
+    minimum_interval_seconds=60,
+    description="Maps new scene materialisations (footprints, Level-1 features) to the years they touch and "
+    "requests only those year partitions of the affected year assets.",
+)
+def year_sensor(context: SensorEvaluationContext):
+    after_id = int(context.cursor or 0)
+    up_to_id = context.instance.event_log_storage.get_maximum_record_id() or 0
+    if up_to_id <= after_id:
+        return SkipReason("no new events")
+    touched = touched_years(context.instance, after_id, up_to_id)
+    requests = [
+        RunRequest(
+            run_key=f"{asset_key.to_user_string()}:{year}@{up_to_id}", partition_key=year, asset_selection=[asset_key]
+        )
+        for asset_key, years in touched.items()
+        for year in sorted(years)
+    ]
+    context.log.info(f"events {after_id + 1}..{up_to_id}: {len(requests)} year run(s)")
+    return SensorResult(run_requests=requests, cursor=str(up_to_id))

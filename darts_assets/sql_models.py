@@ -42,6 +42,7 @@ from dagster import (
 )
 from tabulate import tabulate
 
+from darts_assets.database_metadata import MODEL_METADATA
 from resources.duckdb import DartsDuckDB, is_lock_error
 from resources.storage import StorageRoot
 
@@ -221,11 +222,12 @@ def build_table(con: duckdb.DuckDBPyConnection, model: SqlModel, values: Mapping
         rows = con.execute(f'SELECT count(*) FROM "{model.name}"').fetchone()[0]
         schema = con.execute(f'DESCRIBE "{model.name}"').fetchall()
         preview = preview_markdown(con, model.name)
+        extra = MODEL_METADATA[model.name](con, model.name) if model.name in MODEL_METADATA else {}
         con.commit()
     except BaseException:
         con.rollback()
         raise
-    return {"rows": rows, "schema": [(column[0], column[1]) for column in schema], "preview": preview}
+    return {"rows": rows, "schema": [(column[0], column[1]) for column in schema], "preview": preview, "extra": extra}
 
 
 def materialise_model(
@@ -250,6 +252,7 @@ def materialise_model(
             "sql": MetadataValue.md(f"```sql\n{model.render()}\n```"),
             "variables": MetadataValue.json({name: str(value) for name, value in variables.items()}),
             "preview": MetadataValue.md(built["preview"]),
+            **built["extra"],
         },
     )
 

@@ -24,6 +24,11 @@ def year_partition_of_scene(scene_partition_key: str) -> str:
     return str(scene_year(scene_partition_key))
 
 
+def years_of_scenes(scene_partition_keys: list[str]) -> list[str]:
+    """The year partitions that the given scene partitions touch, sorted."""
+    return sorted({year_partition_of_scene(key) for key in scene_partition_keys})
+
+
 __all__ = [
     "FIRST_YEAR",
     "LAST_YEAR",
@@ -34,4 +39,5 @@ __all__ = [
     "scene_year",
     "year_partition_of_scene",
     "year_partitions",
+    "years_of_scenes",
 ]

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+import geopandas as gpd
 import h3
 import shapely
 from dagster import ConfigurableResource
@@ -124,6 +125,20 @@ def prepare_connection(con: duckdb.DuckDBPyConnection, threads: int = 0) -> duck
     return con
 
 
+def read_geoparquet(con: duckdb.DuckDBPyConnection, files: str | list[str]) -> gpd.GeoDataFrame:
+    """GeoParquet ``files`` (paths or globs, bound as a parameter) as one EPSG:4326 GeoDataFrame.
+
+    Columns are unified by name; the GeoParquet ``bbox`` covering column is dropped (it is rewritten on output).
+    """
+    relation = con.sql("SELECT * FROM read_parquet($files, union_by_name = true)", params={"files": files})
+    columns = [column for column in relation.columns if column not in ("geometry", "bbox")]
+    selected = ", ".join([*(f'"{column}"' for column in columns), "ST_AsWKB(geometry) AS geometry_wkb"])
+    frame = con.sql(f"SELECT {selected} FROM read_parquet($files, union_by_name = true)", params={"files": files}).df()
+    wkb = [bytes(value) for value in frame.pop("geometry_wkb")]
+    geometry = gpd.GeoSeries(shapely.from_wkb(wkb), index=frame.index, crs=LONLAT_CRS)
+    return gpd.GeoDataFrame(frame, geometry=geometry, crs=LONLAT_CRS)
+
+
 class DartsDuckDB(ConfigurableResource):
     """The DARTS DuckDB database file. One writer at a time: assets that write use the pool ``duckdb``."""
 
@@ -143,3 +158,8 @@ class DartsDuckDB(ConfigurableResource):
             yield prepare_connection(con, self.threads)
         finally:
             con.close()
+
+    def read_geoparquet(self, files: str | list[str]) -> gpd.GeoDataFrame:
+        """GeoParquet files (EPSG:4326) read by an in-memory DuckDB (the database file is not opened)."""
+        with duckdb.connect() as con:
+            return read_geoparquet(prepare_connection(con, self.threads), files)
