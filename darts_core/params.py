@@ -6,6 +6,7 @@ Assets record these objects in their metadata and raster tags; nothing else hard
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -158,3 +159,37 @@ class ProductParams:
     level2_information: str = "RTS/ALD footprint - annually aggregated - Level 2"
     core_period: tuple[int, int] = (2021, 2023)
     coverage_simplify_m: float = 3.0  # footprint simplification before coverage unions: one PlanetScope pixel
+
+
+@dataclass(frozen=True)
+class ValidationParams:
+    """Stage 12: object-level validation against reference datasets (paper Technical Validation, Tables 4/5).
+
+    ``coverage_rule``: a reference feature (a point: its buffer) or a detection counts for a year when it
+    "intersects" the year's coverage (the paper's Table 4 footnote: "Intersecting DARTS coverage"; also keeps
+    detections at image edges, which the 3 m coverage simplification can shave), or lies "within" it.
+    ``reference_years``: "all" compares every year with all reference features (the paper's validation sets
+    2 and 3); "overlapping" only with those whose dates include the year (undated ones always count).
+    """
+
+    point_buffer_m: float = 500.0  # geodesic radius around point references (paper, validation set 3)
+    point_buffer_vertices: int = 64  # vertices of a buffered point
+    coverage_rule: Literal["intersects", "within"] = "intersects"
+    reference_years: Literal["all", "overlapping"] = "all"
+    region_hull_buffer_m: float = 0.0  # regions derived from references: convex hull of a region's features + this
+    sd_ddof: int = 1  # standard deviation over years (Table 4): sample standard deviation
+
+    def __post_init__(self) -> None:
+        if self.coverage_rule not in ("intersects", "within"):
+            raise ValueError(f"coverage_rule must be 'intersects' or 'within', got {self.coverage_rule!r}")
+        if self.reference_years not in ("all", "overlapping"):
+            raise ValueError(f"reference_years must be 'all' or 'overlapping', got {self.reference_years!r}")
+
+
+@dataclass(frozen=True)
+class RecurrenceParams:
+    """Temporal-recurrence filter of Level-2 features (paper outlook, darts_core.recurrence)."""
+
+    min_years: int = 2  # a kept feature is seen (intersecting features) in at least this many distinct years
+    min_footprint_change: float = 0.0  # and differs by at least this 1 - IoU from another year's features (0: off)
+    keep_untestable: bool = True  # keep features whose place was covered in fewer than min_years years
