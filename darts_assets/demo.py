@@ -25,6 +25,9 @@ telemetry:
   enabled: false
 nux:
   enabled: false
+concurrency:
+  pools:
+    default_limit: 1  # gpu: one model at a time on the device; duckdb: one writer (deploy/dagster.local.yaml)
 """
 
 
