@@ -428,6 +428,30 @@ def test_point_references_buffer_and_coverage(shared_data: Path) -> None:
     assert (offset[reaching_out] <= 0).any() and set(within.references["reference"]).isdisjoint(reaching_out)
 
 
+# --- the real DARTS v1 coverage (43 polygons, crossing the antimeridian) -------------------------------------
+
+
+def test_references_restricted_to_the_real_darts_v1_coverage(shared_data: Path, arts: gpd.GeoDataFrame) -> None:
+    coverage = gpd.read_parquet(shared_data / "darts_v1/DARTS_NitzeEtAl_v1_coverage_2018_2023_union.parquet")
+    coverage = coverage.assign(year=2021)[["year", "geometry"]]
+    nothing = detections([], 2021)
+    counted = evaluate_objects(nothing, arts, coverage).scores.set_index("region")["references"]
+    covered = shapely.union_all([shapely.make_valid(shape) for shape in coverage.to_crs(EQUAL_AREA).geometry])
+    shapes = equal_area(arts)
+    expected = pd.Series([shape.intersects(covered) for shape in shapes]).groupby(arts["region"].to_numpy()).sum()
+    assert counted.to_dict() == expected.to_dict() and counted.sum() == 2149  # of 2276
+    within = evaluate_objects(nothing, arts, coverage, params=ValidationParams(coverage_rule="within"))
+    inside = pd.Series([shape.within(covered) for shape in shapes]).groupby(arts["region"].to_numpy()).sum()
+    assert within.scores.set_index("region")["references"].to_dict() == inside.to_dict()
+
+    points = arts_centroid_points(shared_data, "Northern Taymyr Peninsula in Siberia, Russia")
+    counted_points = set(evaluate_objects(nothing, points, coverage).references["reference"])
+    distance = points.to_crs(EQUAL_AREA).distance(covered).to_numpy()
+    assert set(np.flatnonzero(distance < 490)) <= counted_points  # the 500 m buffer reaches the coverage
+    assert counted_points <= set(np.flatnonzero(distance < 510))
+    assert len(counted_points) > (distance == 0).sum()
+
+
 # --- size -----------------------------------------------------------------------------------------------------
 
 
