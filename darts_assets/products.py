@@ -53,9 +53,13 @@ def read_files(storage: StorageRoot, duckdb: DartsDuckDB, folder: tuple[str, ...
 
 
 def observed_years(storage: StorageRoot, duckdb: DartsDuckDB) -> list[int]:
-    """Years with at least one image in the Level-2 coverage (the product period)."""
+    """The product period: years with at least one image in the coverage or with Level-1 features."""
     coverage = yearly_coverage(storage, duckdb)
-    return sorted(int(year) for year in coverage.loc[coverage["num_images"] > 0, "year"]) if len(coverage) else []
+    years = {int(year) for year in coverage.loc[coverage["num_images"] > 0, "year"]} if len(coverage) else set()
+    level1 = storage.path(LEVEL1_FOLDER)
+    if level1.exists():
+        years |= {int(folder.name.removeprefix("year=")) for folder in level1.glob("year=*") if any(folder.iterdir())}
+    return sorted(years)
 
 
 def yearly_coverage(storage: StorageRoot, duckdb: DartsDuckDB) -> gpd.GeoDataFrame:

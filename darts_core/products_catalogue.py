@@ -9,6 +9,7 @@ of the features (none for an empty product); time: ``start_datetime``/``end_date
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +50,13 @@ def feature_bbox(parquet: Path) -> list[float] | None:
     if table.num_rows == 0:
         return None
     boxes = table.column("bbox").combine_chunks()
-    low = [min(boxes.field(name).to_pylist()) for name in ("xmin", "ymin")]
-    high = [max(boxes.field(name).to_pylist()) for name in ("xmax", "ymax")]
-    return [*low, *high]
+
+    def finite(name: str) -> list[float]:  # empty geometries have NaN (or null) boxes
+        return [value for value in boxes.field(name).to_pylist() if value is not None and math.isfinite(value)]
+
+    if not finite("xmin"):
+        return None
+    return [min(finite("xmin")), min(finite("ymin")), max(finite("xmax")), max(finite("ymax"))]
 
 
 def product_item(product: ProductFile) -> dict:
