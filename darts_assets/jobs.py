@@ -9,9 +9,10 @@ from darts_assets.scene_inputs import SCENE_INPUT_ASSETS
 from darts_assets.scenes import planet_scene_item
 from darts_assets.sql_models import SQL_MODEL_ASSETS
 from darts_assets.training import model_checkpoint, training_data
+from validation.assets import VALIDATION_ASSETS
 
 SCENE_ASSETS = [planet_scene_item, *SCENE_INPUT_ASSETS, *PREDICTION_ASSETS]
-DATABASE_ASSETS = [*PRODUCT_ASSETS, *SQL_MODEL_ASSETS]
+DATABASE_ASSETS = [*PRODUCT_ASSETS, *SQL_MODEL_ASSETS, *VALIDATION_ASSETS]
 
 scene_job = define_asset_job(
     "scene_job",
@@ -32,7 +33,8 @@ year_job = define_asset_job(
 database_job = define_asset_job(
     "database_job",
     selection=AssetSelection.assets(*DATABASE_ASSETS),
-    description="The product files, their STAC catalogue and the DuckDB relations (statistics, H3 grid).",
+    description="The product files, their STAC catalogue, the DuckDB relations (statistics, H3 grid) and the "
+    "validation.",
 )
 
 ALL_JOBS = [scene_job, training_data_job, model_job, year_job, database_job]

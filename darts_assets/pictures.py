@@ -66,3 +66,30 @@ def h3_grid_png(cells: gpd.GeoDataFrame, params: ProductParams) -> bytes:
     figure.colorbar(mappable, ax=[axis for _, axis in panels], shrink=0.7, label="affected area (% of covered)")
     figure.suptitle("H3 level-4 cells: RTS/ALD share of the covered area", fontsize=10)
     return figure_png(figure)
+
+
+def grouped_bars_png(frame, category: str, values: list[str], title: str, ylabel: str) -> bytes:
+    """One group of bars per ``category`` value, one bar per column of ``values``."""
+    figure, axis = plt.subplots(figsize=(max(4.0, 1.2 * len(frame) + 2), 3.4))
+    width = 0.8 / max(len(values), 1)
+    for index, column in enumerate(values):
+        positions = [position + index * width for position in range(len(frame))]
+        axis.bar(positions, frame[column].astype(float), width=width, label=column)
+    axis.set_xticks([position + 0.4 - width / 2 for position in range(len(frame))])
+    axis.set_xticklabels([str(label) for label in frame[category]], fontsize=8, rotation=20)
+    axis.set_ylabel(ylabel)
+    axis.legend(fontsize=8)
+    axis.set_title(title, fontsize=10)
+    return figure_png(figure)
+
+
+def curves_png(frame, x: str, y: str, group: str, title: str) -> bytes:
+    """``y`` over ``x``, one line per ``group`` value."""
+    figure, axis = plt.subplots(figsize=(5, 3.2))
+    for name, rows in frame.groupby(group, sort=True):
+        axis.plot(rows[x], rows[y], marker="o", label=str(name))
+    axis.set_xlabel(x)
+    axis.set_ylabel(y)
+    axis.legend(fontsize=8)
+    axis.set_title(title, fontsize=10)
+    return figure_png(figure)

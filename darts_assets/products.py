@@ -15,7 +15,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-from dagster import AllPartitionMapping, AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue
+from dagster import AllPartitionMapping, AssetDep, AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue
 from dagster import asset as dagster_asset
 
 from darts_assets.annual import (
@@ -248,7 +248,7 @@ def published_product(storage: StorageRoot, kind: str) -> tuple[str, tuple[int, 
 
 
 @dagster_asset(
-    deps=PRODUCT_FILE_ASSETS,
+    deps=[*PRODUCT_FILE_ASSETS, AssetKey("validation_metrics")],  # its blocking floor check gates the catalogue
     group_name="products",
     kinds={"stac", "json"},
     description="Static STAC catalogue of the product files (products/catalog.json, one item per product, "

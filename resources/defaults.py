@@ -8,6 +8,7 @@ from resources.gpu import TorchDevice
 from resources.stac import StacCatalogue
 from resources.storage import StorageRoot, darts_home
 from resources.training import TrainingSetup
+from resources.validation import ValidationSetup
 
 STAC_API_URL_ENV = "DARTS_STAC_API_URL"
 STORAGE_ROOT_ENV = "DARTS_STORAGE_ROOT"
@@ -28,6 +29,5 @@ def default_resources() -> dict:
         "gpu": TorchDevice(),
         "training": TrainingSetup(),
         "duckdb": DartsDuckDB(),
+        "validation": ValidationSetup(),
     }
-
-

@@ -26,6 +26,7 @@ by the Dagster pool ``duckdb`` (limit 1) and retry later when a reader holds the
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,7 @@ from pathlib import Path
 import duckdb
 import geopandas as gpd
 import h3
+import pandas as pd
 import shapely
 from dagster import ConfigurableResource
 from duckdb.sqltypes import BLOB, DOUBLE, INTEGER, VARCHAR
@@ -43,6 +45,7 @@ from darts_core.params import ProductParams
 from resources.storage import darts_home
 
 DATABASE_FILE = "darts.duckdb"
+TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 LONLAT_CRS = "EPSG:4326"
 
 
@@ -158,6 +161,17 @@ class DartsDuckDB(ConfigurableResource):
             yield prepare_connection(con, self.threads)
         finally:
             con.close()
+
+    def replace_table(self, name: str, frame: pd.DataFrame) -> int:
+        """``CREATE OR REPLACE TABLE name`` from a (non-spatial) DataFrame in one transaction; returns its rows."""
+        if not TABLE_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a plain table name")
+        with self.connect() as con:
+            con.register("incoming_frame", frame)
+            con.begin()
+            con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM incoming_frame')
+            con.commit()
+            return con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
 
     def read_geoparquet(self, files: str | list[str]) -> gpd.GeoDataFrame:
         """GeoParquet files (EPSG:4326) read by an in-memory DuckDB (the database file is not opened)."""

@@ -106,3 +106,64 @@ def test_ensemble_matches_or_beats_single_models_with_f1_above_0_7(demo_home):
         print(f"{model:9s} precision {score['precision']:.3f} recall {score['recall']:.3f} f1 {score['f1']:.3f}")
     assert scores["ensemble"]["f1"] >= 0.7
     assert scores["ensemble"]["f1"] >= max(scores["tcvis"]["f1"], scores["notcvis"]["f1"]) - 0.02
+
+
+DEMO_YEARS = ["2018", "2021", "2022", "2023"]
+
+
+def read_relation(home: Path, sql: str) -> pd.DataFrame:
+    import duckdb
+
+    with duckdb.connect(str(home / "darts.duckdb"), read_only=True) as con:
+        return con.sql(sql).df()
+
+
+def test_products_relations_and_catalogue(demo_home):
+    products = sorted(path.name for path in (demo_home / "products").glob("*.parquet"))
+    assert products == [
+        "DARTS_coverage_2018-2023_level1.parquet",
+        "DARTS_coverage_2018-2023_level2.parquet",
+        "DARTS_coverage_2018-2023_union.parquet",
+        "DARTS_coverage_2021-2023_intersect.parquet",
+        "DARTS_features_2018-2023_level1.parquet",
+        "DARTS_features_2018-2023_level2.parquet",
+    ]
+    assert (demo_home / "products" / "catalog.json").is_file()
+    table1 = read_relation(demo_home, "SELECT * FROM annual_statistics")
+    assert table1["period"].tolist() == [*DEMO_YEARS, "SUM", "Union (2018-2023)"]
+    assert (table1.iloc[:4]["l1_images"] > 0).all() and table1.iloc[4]["l1_images"] == 10
+    h3 = read_relation(demo_home, "SELECT DISTINCT year FROM h3_affected_area ORDER BY year")
+    assert [str(year) for year in h3["year"]] == DEMO_YEARS
+
+
+def test_validation_is_table_4_shaped_with_lineage_to_scenes_checkpoints_and_references(demo_home):
+    table4 = read_relation(demo_home, "SELECT * FROM validation_metrics ORDER BY validation_set, region")
+    print(table4.to_string())
+    assert set(zip(table4["validation_set"], table4["region"], strict=True)) == {
+        (variant, region) for variant in ("all", "recurrent") for region in ("East", "West")
+    }
+    assert {"precision_mean", "precision_sd", "recall_mean", "f1_mean", "true_positives"} <= set(table4.columns)
+    assert (table4["true_positives"] > 0).all()
+    assert len(read_relation(demo_home, "SELECT * FROM training_metrics WHERE best")) == 2
+    assert len(read_relation(demo_home, "SELECT * FROM false_positive_landcover")) >= 0
+    with DagsterInstance.from_config(str(demo_home / "dagster")) as instance:
+        for name in ("training_metrics", "validation_metrics", "false_positive_landcover", "products_catalogue"):
+            assert instance.get_latest_materialization_event(AssetKey(name)), name
+        metadata = instance.get_latest_materialization_event(AssetKey("validation_metrics")).asset_materialization
+        assert "| Region" in metadata.metadata["table_4"].value or "region" in metadata.metadata["table_4"].value
+    from darts_assets.definitions import defs
+
+    upstream = defs.resolve_asset_graph().get(AssetKey("validation_metrics"))
+    lineage = {key.to_user_string() for key in upstream_closure(defs, AssetKey("validation_metrics"))}
+    assert {"planet_scene_item", "model_checkpoint", "reference_polygons", "reference_points"} <= lineage
+    assert upstream is not None
+
+
+def upstream_closure(defs, key: AssetKey) -> set[AssetKey]:
+    graph, seen, pending = defs.resolve_asset_graph(), set(), [key]
+    while pending:
+        for parent in graph.get(pending.pop()).parent_keys:
+            if parent not in seen:
+                seen.add(parent)
+                pending.append(parent)
+    return seen
