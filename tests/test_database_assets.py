@@ -18,8 +18,9 @@ import shapely
 from dagster import AssetKey, AssetMaterialization, DagsterInstance, build_sensor_context, materialize
 
 from darts_assets.annual import ANNUAL_ASSETS
-from darts_assets.jobs import DATABASE_ASSETS
+from darts_assets.products import PRODUCT_ASSETS
 from darts_assets.sensors import year_sensor
+from darts_assets.sql_models import SQL_MODEL_ASSETS
 from darts_core.level1 import level1_features, write_level1
 from darts_core.params import ProductParams
 from darts_core.scene_ids import parse_scene_id
@@ -70,14 +71,15 @@ def built(shared_data, tmp_path_factory) -> dict:
     written = write_scene_outputs(shared_data, root)
     resources = {"storage": StorageRoot(root=str(root)), "duckdb": DartsDuckDB(database=str(root / "darts.duckdb"))}
     instance = DagsterInstance.ephemeral()
-    assets = [*ANNUAL_ASSETS, *DATABASE_ASSETS]
+    database_assets = [*PRODUCT_ASSETS, *SQL_MODEL_ASSETS]  # validation needs checkpoints: tested with the demo
+    assets = [*ANNUAL_ASSETS, *database_assets]
     years = sorted({folder.name.removeprefix("year=") for folder in root.glob("*/year=*")})
     for year in years:
         result = materialize(
             assets, selection=ANNUAL_ASSETS, partition_key=year, instance=instance, resources=resources
         )
         assert result.success
-    result = materialize(assets, selection=DATABASE_ASSETS, instance=instance, resources=resources)
+    result = materialize(assets, selection=database_assets, instance=instance, resources=resources)
     assert result.success
     return {"root": root, "instance": instance, "years": years, **written}
 
