@@ -21,6 +21,8 @@ from dagster import (
     asset,
 )
 
+from darts_assets.batching import SCENE_BACKFILL_POLICY, materialize_scenes
+from darts_assets.placement import GPU_OP_TAGS
 from darts_assets.scene_inputs import (
     SCENES_FOLDER,
     failing_scene,
@@ -125,26 +127,34 @@ def probability_asset(variant: str) -> AssetsDefinition:
         group_name="predictions",
         kinds={"pytorch", "geotiff"},
         pool="gpu",
+        op_tags=GPU_OP_TAGS,
+        backfill_policy=SCENE_BACKFILL_POLICY,
         description=f"Probability (percent, uint8) of the {variant} model, patches blended with linear ramps.",
     )
     def probability(context: AssetExecutionContext, storage: StorageRoot, gpu: TorchDevice) -> MaterializeResult:
-        scene_id = context.partition_key
-        with failing_scene(scene_id):
-            probabilities, run = predict_scene(storage, gpu, scene_id, variant)
-            valid, grid, _ = read_raster(storage, scene_id, "valid_mask.tif")
-            path = write_percent(
-                storage, scene_id, probability_file(variant), probabilities, valid.astype(bool), grid, {"run": run}
-            )
-        return MaterializeResult(
-            metadata={
-                "path": MetadataValue.path(path),
-                "run": MetadataValue.json(run),
-                "pixels_per_second": run["pixels_per_second"],
-                "positive_fraction": float((probabilities[valid.astype(bool)] >= 0.5).mean()),
-            }
-        )
+        return materialize_scenes(context, lambda scene_id: write_probability(storage, gpu, scene_id, variant))
 
     return probability
+
+
+def write_probability(storage: StorageRoot, gpu: TorchDevice, scene_id: str, variant: str) -> MaterializeResult:
+    """One model's probability raster of one scene; ``model_loaded`` is False when the run had it loaded."""
+    loads_before = gpu.model_loads
+    with failing_scene(scene_id):
+        probabilities, run = predict_scene(storage, gpu, scene_id, variant)
+        valid, grid, _ = read_raster(storage, scene_id, "valid_mask.tif")
+        path = write_percent(
+            storage, scene_id, probability_file(variant), probabilities, valid.astype(bool), grid, {"run": run}
+        )
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(path),
+            "run": MetadataValue.json(run),
+            "pixels_per_second": run["pixels_per_second"],
+            "positive_fraction": float((probabilities[valid.astype(bool)] >= 0.5).mean()),
+            "model_loaded": gpu.model_loads > loads_before,
+        }
+    )
 
 
 PROBABILITY_ASSETS = [probability_asset(variant) for variant in MODEL_VARIANTS]
@@ -155,10 +165,14 @@ PROBABILITY_ASSETS = [probability_asset(variant) for variant in MODEL_VARIANTS]
     deps=PROBABILITY_ASSETS,
     group_name="predictions",
     kinds={"geotiff"},
+    backfill_policy=SCENE_BACKFILL_POLICY,
     description="Ensemble probability: the mean of the tcvis and notcvis probabilities.",
 )
 def ensemble_probability(context: AssetExecutionContext, storage: StorageRoot) -> MaterializeResult:
-    scene_id = context.partition_key
+    return materialize_scenes(context, lambda scene_id: write_ensemble_probability(storage, scene_id))
+
+
+def write_ensemble_probability(storage: StorageRoot, scene_id: str) -> MaterializeResult:
     with failing_scene(scene_id):
         members = [read_percent(storage, scene_id, probability_file(variant)) for variant in MODEL_VARIANTS]
         probability = ensemble_mean([member[0] for member in members])
@@ -179,10 +193,14 @@ def ensemble_probability(context: AssetExecutionContext, storage: StorageRoot) -
     deps=[ensemble_probability, scene_water_mask],
     group_name="predictions",
     kinds={"geotiff"},
+    backfill_policy=SCENE_BACKFILL_POLICY,
     description="Cleaned binary mask: threshold; objects touching the edge zone, small or watery objects removed.",
 )
 def cleaned_mask(context: AssetExecutionContext, storage: StorageRoot) -> MaterializeResult:
-    scene_id = context.partition_key
+    return materialize_scenes(context, lambda scene_id: write_cleaned_mask(storage, scene_id))
+
+
+def write_cleaned_mask(storage: StorageRoot, scene_id: str) -> MaterializeResult:
     params = CleaningParams()
     with failing_scene(scene_id):
         probability, grid, ensemble_tags = read_percent(storage, scene_id, "probability_ensemble.tif")
@@ -208,10 +226,14 @@ def cleaned_mask(context: AssetExecutionContext, storage: StorageRoot) -> Materi
     deps=[cleaned_mask, planet_scene_item],
     group_name="predictions",
     kinds={"geoparquet"},
+    backfill_policy=SCENE_BACKFILL_POLICY,
     description="Level-1 RTS/ALD features of the scene (Table S2 columns), GeoParquet under level1/year=YYYY/.",
 )
 def level1_scene_features(context: AssetExecutionContext, storage: StorageRoot) -> MaterializeResult:
-    scene_id = context.partition_key
+    return materialize_scenes(context, lambda scene_id: write_level1_features(storage, scene_id))
+
+
+def write_level1_features(storage: StorageRoot, scene_id: str) -> MaterializeResult:
     cleaning, products = CleaningParams(), ProductParams()
     with failing_scene(scene_id):
         mask, grid, _ = read_raster(storage, scene_id, "cleaned_mask.tif")

@@ -16,6 +16,7 @@ import numpy as np
 import rasterio
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
+from darts_assets.batching import SCENE_BACKFILL_POLICY, materialize_scenes
 from darts_assets.metadata import png_markdown
 from darts_assets.scenes import SCENES_FOLDER, planet_scene_item
 from darts_core.aux_layers import AuxCoverageError
@@ -80,10 +81,14 @@ def layer_statistics(layer: np.ndarray) -> dict[str, float]:
     deps=[planet_scene_item],
     group_name="scene_inputs",
     kinds={"geotiff", "geoparquet"},
+    backfill_policy=SCENE_BACKFILL_POLICY,
     description="Ingested Planet scene: valid-pixel mask (udm2/UDM and nodata) and valid-data footprint.",
 )
 def planet_scene(context: AssetExecutionContext, storage: StorageRoot) -> MaterializeResult:
-    scene_id = context.partition_key
+    return materialize_scenes(context, lambda scene_id: ingest_planet_scene(storage, scene_id))
+
+
+def ingest_planet_scene(storage: StorageRoot, scene_id: str) -> MaterializeResult:
     with failing_scene(scene_id):
         scene = read_planet_assets(catalogued_assets(storage, scene_id))
         grid = Grid(scene.crs, scene.transform, scene.width, scene.height)
@@ -129,12 +134,16 @@ def write_footprint(storage: StorageRoot, scene: PlanetScene) -> str:
     deps=[planet_scene_item],
     group_name="scene_inputs",
     kinds={"geotiff"},
+    backfill_policy=SCENE_BACKFILL_POLICY,
     description="Relative elevation (DEM minus its disk mean) and Horn slope, on the scene grid.",
 )
 def scene_terrain(
     context: AssetExecutionContext, storage: StorageRoot, aux_layers: AuxLayerSource
 ) -> MaterializeResult:
-    scene_id = context.partition_key
+    return materialize_scenes(context, lambda scene_id: write_scene_terrain(storage, aux_layers, scene_id))
+
+
+def write_scene_terrain(storage: StorageRoot, aux_layers: AuxLayerSource, scene_id: str) -> MaterializeResult:
     params = TerrainParams()
     with failing_scene(scene_id):
         grid = scene_grid(storage, scene_id)
@@ -159,10 +168,14 @@ def scene_terrain(
     deps=[planet_scene_item],
     group_name="scene_inputs",
     kinds={"geotiff"},
+    backfill_policy=SCENE_BACKFILL_POLICY,
     description="Landsat Tasseled-Cap trends (TCVIS brightness, greenness, wetness), nearest, on the scene grid.",
 )
 def scene_tcvis(context: AssetExecutionContext, storage: StorageRoot, aux_layers: AuxLayerSource) -> MaterializeResult:
-    scene_id = context.partition_key
+    return materialize_scenes(context, lambda scene_id: write_scene_tcvis(storage, aux_layers, scene_id))
+
+
+def write_scene_tcvis(storage: StorageRoot, aux_layers: AuxLayerSource, scene_id: str) -> MaterializeResult:
     with failing_scene(scene_id):
         grid = scene_grid(storage, scene_id)
         tcvis = aux_layers.tcvis(grid)
@@ -183,12 +196,16 @@ def scene_tcvis(context: AssetExecutionContext, storage: StorageRoot, aux_layers
     deps=[planet_scene_item],
     group_name="scene_inputs",
     kinds={"geotiff"},
+    backfill_policy=SCENE_BACKFILL_POLICY,
     description="Water mask from land cover (the source's water classes), on the scene grid.",
 )
 def scene_water_mask(
     context: AssetExecutionContext, storage: StorageRoot, aux_layers: AuxLayerSource
 ) -> MaterializeResult:
-    scene_id = context.partition_key
+    return materialize_scenes(context, lambda scene_id: write_scene_water_mask(storage, aux_layers, scene_id))
+
+
+def write_scene_water_mask(storage: StorageRoot, aux_layers: AuxLayerSource, scene_id: str) -> MaterializeResult:
     with failing_scene(scene_id):
         grid = scene_grid(storage, scene_id)
         water = aux_layers.water_mask(grid)  # the source's own water classes (legends differ)
@@ -212,9 +229,13 @@ def scene_water_mask(
     kinds={"geotiff"},
     description="Normalised 10-band model input (ndvi, B, G, R, NIR, rel. elevation, slope, TCVIS); "
     "the notcvis model reads its first 7 bands.",
+    backfill_policy=SCENE_BACKFILL_POLICY,
 )
 def input_stack(context: AssetExecutionContext, storage: StorageRoot) -> MaterializeResult:
-    scene_id = context.partition_key
+    return materialize_scenes(context, lambda scene_id: write_input_stack(storage, scene_id))
+
+
+def write_input_stack(storage: StorageRoot, scene_id: str) -> MaterializeResult:
     params = StackParams()
     timings = {}
     with failing_scene(scene_id):

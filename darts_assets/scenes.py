@@ -5,6 +5,7 @@ import json
 
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
+from darts_assets.batching import SCENE_BACKFILL_POLICY, materialize_scenes
 from darts_assets.metadata import png_markdown
 from darts_core.planet_catalogue import SceneInputError
 from darts_core.scene_inputs import quicklook_png, verify_scene_item
@@ -19,12 +20,16 @@ SCENES_FOLDER = "scenes"
     partitions_def=scene_partitions,
     group_name="scenes",
     kinds={"stac", "geotiff"},
+    backfill_policy=SCENE_BACKFILL_POLICY,
     description="The Planet scene as catalogued (STAC item), its SR, udm2 and metadata verified readable.",
 )
 def planet_scene_item(
     context: AssetExecutionContext, stac_catalogue: StacCatalogue, storage: StorageRoot
 ) -> MaterializeResult:
-    scene_id = context.partition_key
+    return materialize_scenes(context, lambda scene_id: store_catalogued_item(stac_catalogue, storage, scene_id))
+
+
+def store_catalogued_item(stac_catalogue: StacCatalogue, storage: StorageRoot, scene_id: str) -> MaterializeResult:
     try:
         scene_folder = storage.path(SCENES_FOLDER, scene_id)
         item = find_catalogue_item(stac_catalogue, scene_id)

@@ -14,6 +14,7 @@ from dagster import (
 )
 
 from darts_assets.metadata import markdown_table
+from darts_assets.placement import GPU_OP_TAGS
 from darts_assets.scene_inputs import SCENES_FOLDER, input_stack, planet_scene
 from darts_core.model import EpochMetrics, best_epoch, checkpoint_config, save_checkpoint, train_model
 from darts_core.params import BAND_ORDER_NOTCVIS, BAND_ORDER_TCVIS, ModelParams, StackParams, as_metadata
@@ -84,6 +85,7 @@ def training_data(context: AssetExecutionContext, storage: StorageRoot, training
     group_name="models",
     kinds={"pytorch"},
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
     description="UNet++ checkpoint (state dict + complete config) trained on the training data; tcvis: 10 bands, "
     "notcvis: the first 7.",
 )

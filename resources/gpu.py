@@ -27,6 +27,12 @@ class TorchDevice(ConfigurableResource):
     cpu_threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 keeps torch's default")
 
     _models: dict[tuple[str, float], tuple[torch.nn.Module, dict[str, Any]]] = PrivateAttr(default_factory=dict)
+    _model_loads: int = PrivateAttr(default=0)
+
+    @property
+    def model_loads(self) -> int:
+        """How many checkpoints this resource instance has read from storage (cache misses)."""
+        return self._model_loads
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -65,4 +71,5 @@ class TorchDevice(ConfigurableResource):
             if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             self._models[key] = (model, config)
+            self._model_loads += 1
         return self._models[key]

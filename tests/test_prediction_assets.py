@@ -17,13 +17,14 @@ from darts_assets.scenes import planet_scene_item
 from darts_core.demo_region import synthesise_demo_region
 from darts_core.level1 import LEVEL1_COLUMNS
 from darts_core.model import build_model, checkpoint_config, save_checkpoint
-from darts_core.params import BAND_ORDER_NOTCVIS, BAND_ORDER_TCVIS, ModelParams, StackParams, TrainingParams
+from darts_core.params import ModelParams, StackParams, TrainingParams
 from darts_core.planet_catalogue import register_scene_folders
 from partitions import SCENE_PARTITIONS_NAME
 from resources.aux_sources import LocalMosaicSource
 from resources.gpu import TorchDevice
 from resources.stac import StacCatalogue
 from resources.storage import StorageRoot
+from tests.checkpoints import save_untrained_checkpoints
 
 SCENE = "20230718_193502_88_24b5"
 INPUT_ASSETS = [planet_scene_item, *SCENE_INPUT_ASSETS]
@@ -37,19 +38,7 @@ def home(tmp_path_factory) -> Path:
     register_scene_folders([scene.folder for scene in region.scenes if scene.item_id == SCENE], root / "cat.parquet")
     result = run(root, INPUT_ASSETS)
     assert result.success
-    torch.manual_seed(0)
-    for variant, bands in (("tcvis", BAND_ORDER_TCVIS), ("notcvis", BAND_ORDER_NOTCVIS)):
-        config = checkpoint_config(
-            name=f"{variant}_untrained",
-            model_params=ModelParams(),
-            training_params=TrainingParams.demo(),
-            bands=bands,
-            normalisation=StackParams().normalisation,
-            training_scene_ids=[],
-            validation_scene_ids=[],
-            history=[],
-        )
-        save_checkpoint(root / "models" / f"{variant}.pt", build_model(ModelParams(), len(bands)).eval(), config)
+    save_untrained_checkpoints(root / "models")
     return root
 
 
