@@ -145,12 +145,15 @@ def test_validation_is_table_4_shaped_with_lineage_to_scenes_checkpoints_and_ref
     assert {"precision_mean", "precision_sd", "recall_mean", "f1_mean", "true_positives"} <= set(table4.columns)
     assert (table4["true_positives"] > 0).all()
     assert len(read_relation(demo_home, "SELECT * FROM training_metrics WHERE best")) == 2
-    assert len(read_relation(demo_home, "SELECT * FROM false_positive_landcover")) >= 0
+    landcover = read_relation(demo_home, "SELECT * FROM false_positive_landcover")
+    assert list(landcover.columns) == ["land_cover_class", "land_cover", "features", "fraction_percent"]
+    published = table4[table4["validation_set"] == "all"]
+    assert landcover["features"].sum() == published["false_positives"].sum()
     with DagsterInstance.from_config(str(demo_home / "dagster")) as instance:
         for name in ("training_metrics", "validation_metrics", "false_positive_landcover", "products_catalogue"):
             assert instance.get_latest_materialization_event(AssetKey(name)), name
         metadata = instance.get_latest_materialization_event(AssetKey("validation_metrics")).asset_materialization
-        assert "| Region" in metadata.metadata["table_4"].value or "region" in metadata.metadata["table_4"].value
+        assert "| Sub Region" in metadata.metadata["table_4"].value
     from darts_assets.definitions import defs
 
     upstream = defs.resolve_asset_graph().get(AssetKey("validation_metrics"))

@@ -267,7 +267,7 @@ def false_positive_landcover(
 ) -> MaterializeResult:
     with storage.local_input(VALIDATION_FOLDER, FALSE_POSITIVES_FILE) as path:
         false_positives = gpd.read_parquet(path)
-    table = land_cover_breakdown(false_positives, Path(validation.landcover_path))
+    table = land_cover_breakdown(false_positives, Path(validation.landcover_path)).astype({"land_cover": "string"})
     duckdb.replace_table("false_positive_landcover", pd.DataFrame(table))
     return MaterializeResult(
         metadata={
