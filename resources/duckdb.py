@@ -109,6 +109,13 @@ def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def sql_identifier(name: str) -> str:
+    """``name`` as a quoted SQL identifier (embedded quotes doubled): column names read from files cannot inject SQL."""
+    if "\x00" in name:
+        raise ValueError(f"{name!r} contains a NUL character")
+    return '"' + name.replace('"', '""') + '"'
+
+
 def register_macros(con: duckdb.DuckDBPyConnection, equal_area_crs: str = ProductParams().equal_area_crs) -> None:
     """``area_km2(geom)``: km² of a lon/lat geometry in the equal-area CRS (a TEMP macro: read-only safe)."""
     source, target = sql_literal(LONLAT_CRS), sql_literal(equal_area_crs)
@@ -135,7 +142,7 @@ def read_geoparquet(con: duckdb.DuckDBPyConnection, files: str | list[str]) -> g
     """
     relation = con.sql("SELECT * FROM read_parquet($files, union_by_name = true)", params={"files": files})
     columns = [column for column in relation.columns if column not in ("geometry", "bbox")]
-    selected = ", ".join([*(f'"{column}"' for column in columns), "ST_AsWKB(geometry) AS geometry_wkb"])
+    selected = ", ".join([*(sql_identifier(column) for column in columns), "ST_AsWKB(geometry) AS geometry_wkb"])
     frame = con.sql(f"SELECT {selected} FROM read_parquet($files, union_by_name = true)", params={"files": files}).df()
     wkb = [bytes(value) for value in frame.pop("geometry_wkb")]
     geometry = gpd.GeoSeries(shapely.from_wkb(wkb), index=frame.index, crs=LONLAT_CRS)
