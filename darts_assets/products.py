@@ -177,63 +177,32 @@ def product_asset(kind: str, asset_name: str, deps: list, build: Build, descript
     return _product
 
 
-level1_product = product_asset(
-    "features_level1",
-    "level1_product",
-    [
-        AssetDep(level1_scene_features, partition_mapping=ALL_PARTITIONS),
-        AssetDep(annual_coverage, partition_mapping=ALL_PARTITIONS),
-    ],
-    build_level1,
-    "Level-1 product (Table S2): every scene's RTS/ALD features, ids unique over the product.",
-)
-level2_product = product_asset(
-    "features_level2",
-    "level2_product",
-    [
-        AssetDep(annual_level2, partition_mapping=ALL_PARTITIONS),
-        AssetDep(annual_coverage, partition_mapping=ALL_PARTITIONS),
-    ],
-    build_level2,
-    "Level-2 product (Table S3): the annual Level-2 features of every year, with a map per year.",
-)
-coverage_level1_product = product_asset(
-    "coverage_level1",
-    "coverage_level1_product",
-    [AssetDep(annual_coverage, partition_mapping=ALL_PARTITIONS)],
-    build_coverage_level1,
-    "Coverage Level 1: the valid-data footprint of every image.",
-)
-coverage_level2_product = product_asset(
-    "coverage_level2",
-    "coverage_level2_product",
-    [AssetDep(annual_coverage, partition_mapping=ALL_PARTITIONS)],
-    build_coverage_level2,
-    "Coverage Level 2: per year, the union of the image footprints.",
-)
-coverage_union_product = product_asset(
-    "coverage_union",
-    "coverage_union_product",
-    [AssetDep(annual_coverage, partition_mapping=ALL_PARTITIONS)],
-    build_coverage_union,
-    "Coverage union: the area covered at least once.",
-)
-coverage_intersect_product = product_asset(
-    "coverage_intersect",
-    "coverage_intersect_product",
-    [AssetDep(annual_coverage, partition_mapping=ALL_PARTITIONS)],
-    build_coverage_intersect,
-    "Coverage intersect: the area covered in every year of the core period (ProductParams.core_period).",
-)
-
-PRODUCT_FILE_ASSETS = [
-    level1_product,
-    level2_product,
-    coverage_level1_product,
-    coverage_level2_product,
-    coverage_union_product,
-    coverage_intersect_product,
+ALL_SCENES_AND_YEARS = [
+    AssetDep(level1_scene_features, partition_mapping=ALL_PARTITIONS),
+    AssetDep(annual_coverage, partition_mapping=ALL_PARTITIONS),
 ]
+ALL_LEVEL2_YEARS = [
+    AssetDep(annual_level2, partition_mapping=ALL_PARTITIONS),
+    AssetDep(annual_coverage, partition_mapping=ALL_PARTITIONS),
+]
+ALL_COVERAGE_YEARS = [AssetDep(annual_coverage, partition_mapping=ALL_PARTITIONS)]
+
+# kind, asset name, upstream, builder, description
+PRODUCT_DEFINITIONS = (
+    ("features_level1", "level1_product", ALL_SCENES_AND_YEARS, build_level1,
+     "Level-1 product (Table S2): every scene's RTS/ALD features, ids unique over the product."),
+    ("features_level2", "level2_product", ALL_LEVEL2_YEARS, build_level2,
+     "Level-2 product (Table S3): the annual Level-2 features of every year, with a map per year."),
+    ("coverage_level1", "coverage_level1_product", ALL_COVERAGE_YEARS, build_coverage_level1,
+     "Coverage Level 1: the valid-data footprint of every image."),
+    ("coverage_level2", "coverage_level2_product", ALL_COVERAGE_YEARS, build_coverage_level2,
+     "Coverage Level 2: per year, the union of the image footprints."),
+    ("coverage_union", "coverage_union_product", ALL_COVERAGE_YEARS, build_coverage_union,
+     "Coverage union: the area covered at least once."),
+    ("coverage_intersect", "coverage_intersect_product", ALL_COVERAGE_YEARS, build_coverage_intersect,
+     "Coverage intersect: the area covered in every year of the core period (ProductParams.core_period)."),
+)  # fmt: skip
+PRODUCT_FILE_ASSETS = [product_asset(*definition) for definition in PRODUCT_DEFINITIONS]
 
 
 def published_product(storage: StorageRoot, kind: str) -> tuple[str, tuple[int, int]]:
