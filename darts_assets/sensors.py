@@ -7,6 +7,8 @@ never requested again (and ``run_key`` = item id makes a repeat harmless), so ti
 """
 
 import json
+import math
+import time
 from dataclasses import dataclass, field
 
 from dagster import (
@@ -30,6 +32,9 @@ from partitions import SCENE_PARTITIONS_NAME, scene_partitions, year_partition_o
 from resources.stac import StacCatalogue, StacSearch
 
 MAX_PAGES_PER_TICK = 20  # bounds a tick's time; the next tick resumes from the cursor
+# Dagster cancels a sensor evaluation after 60 s (DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS): a tick reads another page
+# only while even a worst-case page (every retry timing out) would end within this budget.
+TICK_BUDGET_S = 40.0
 SENSOR_INTERVAL_S = 300
 
 
@@ -41,8 +46,11 @@ class Discovery:
     cursor: str | None = None
 
 
-def discover_new_scenes(search: StacSearch, cursor: str | None, known_ids: set[str], max_pages: int) -> Discovery:
-    """Read up to ``max_pages`` pages from the cursor on; return unseen valid ids and the next cursor."""
+def discover_new_scenes(
+    search: StacSearch, cursor: str | None, known_ids: set[str], max_pages: int, deadline: float = math.inf
+) -> Discovery:
+    """Read up to ``max_pages`` pages from the cursor on (at least one; more only while a worst-case page would
+    end before the ``time.monotonic()`` ``deadline``); return unseen valid ids and the next cursor."""
     state = json.loads(cursor) if cursor else {}
     fingerprint = search.fingerprint()
     resume = state.get("resume") if state.get("search") == fingerprint else None
@@ -50,6 +58,8 @@ def discover_new_scenes(search: StacSearch, cursor: str | None, known_ids: set[s
     discovery = Discovery()
     seen = set(known_ids)
     while discovery.pages_read < max_pages:
+        if discovery.pages_read and time.monotonic() + search.worst_case_fetch_s > deadline:
+            break  # the next tick resumes at this page
         page = search.fetch(request)
         discovery.pages_read += 1
         for item in page.items:
@@ -80,11 +90,12 @@ def classify_item(item_id: str, seen: set[str], discovery: Discovery) -> None:
     description="Discovers new Planet scenes in the STAC catalogue and materialises their partitions.",
 )
 def planet_scene_sensor(context: SensorEvaluationContext, stac_catalogue: StacCatalogue):
+    deadline = time.monotonic() + TICK_BUDGET_S
     search = stac_catalogue.search()
     if search is None:
         return SkipReason("the scene catalogue is empty")
     known_ids = set(context.instance.get_dynamic_partitions(SCENE_PARTITIONS_NAME))
-    discovery = discover_new_scenes(search, context.cursor, known_ids, MAX_PAGES_PER_TICK)
+    discovery = discover_new_scenes(search, context.cursor, known_ids, MAX_PAGES_PER_TICK, deadline)
     for item_id, reason in discovery.rejected.items():
         context.log.warning(f"catalogue item {item_id!r} skipped: {reason}")
     context.log.info(f"{discovery.pages_read} page(s) read, {len(discovery.new_ids)} new scene(s)")

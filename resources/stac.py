@@ -35,6 +35,7 @@ from resources.storage import darts_home
 
 CATALOGUE_RELATIVE_PATH = Path("catalogue") / "planet_scenes.parquet"
 CLOUD_COVER = "eo:cloud_cover"
+BACKOFF_FACTOR = 0.5  # urllib3: the k-th consecutive retry waits BACKOFF_FACTOR * 2**(k-1) s (the first one 0 s)
 
 
 class StacCatalogueError(RuntimeError):
@@ -128,12 +129,13 @@ class StacSearch:
         collections: list[str] | None = None,
         max_cloud_cover: float | None = None,
         page_size: int = 100,
-        timeout_s: float = 10.0,
-        max_retries: int = 3,
+        timeout_s: float = 5.0,
+        max_retries: int = 2,
     ) -> None:
+        self.worst_case_fetch_s = worst_case_request_s(timeout_s, max_retries)
         retry = Retry(
             total=max_retries,
-            backoff_factor=0.5,
+            backoff_factor=BACKOFF_FACTOR,
             status_forcelist=(429, 500, 502, 503, 504),
             allowed_methods=None,  # POST searches are safe to retry
         )
@@ -216,6 +218,12 @@ class StacSearch:
         return cloud_cover is None or cloud_cover <= self.max_cloud_cover
 
 
+def worst_case_request_s(timeout_s: float, max_retries: int) -> float:
+    """How long one request can take when every attempt times out: attempts x timeout + the backoff sleeps."""
+    backoff = sum(BACKOFF_FACTOR * 2 ** (retry - 1) for retry in range(2, max_retries + 1))
+    return (max_retries + 1) * timeout_s + backoff
+
+
 def next_page_request(page: dict[str, Any]) -> PageRequest | None:
     link = next((link for link in page.get("links", []) if link.get("rel") == "next"), None)
     if link is None:
@@ -236,8 +244,8 @@ class StacCatalogue(ConfigurableResource):
     collections: list[str] = Field(default_factory=list)
     max_cloud_cover: float | None = Field(default=None, description="Maximum eo:cloud_cover in percent.")
     page_size: int = 100
-    timeout_s: float = 10.0
-    max_retries: int = 3
+    timeout_s: float = Field(default=5.0, description="Per-request timeout (connect and read) in seconds.")
+    max_retries: int = Field(default=2, description="Retries of a failed request (exponential backoff).")
 
     _url: str | None = PrivateAttr(default=None)
 
