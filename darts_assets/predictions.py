@@ -7,7 +7,6 @@ every parameter and the model versions.
 import datetime as dt
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -71,7 +70,7 @@ def read_percent(storage: StorageRoot, scene_id: str, name: str) -> tuple[np.nda
 
 def predict_scene(storage: StorageRoot, gpu: TorchDevice, scene_id: str, variant: str) -> tuple[np.ndarray, dict]:
     """Blended probabilities of one model over the scene's input stack, and what describes the run."""
-    checkpoint = Path(storage.path(MODELS_FOLDER, f"{variant}.pt").path)
+    checkpoint = storage.cached_input(MODELS_FOLDER, f"{variant}.pt")  # a stable local copy when remote
     model, config = gpu.load_model(checkpoint)
     params = InferenceParams()
     with storage.local_input(SCENES_FOLDER, scene_id, "input_stack.tif") as stack_path:
@@ -104,7 +103,7 @@ def predict_scene(storage: StorageRoot, gpu: TorchDevice, scene_id: str, variant
     run = {
         "model": config["name"],
         "model_created": config["created"],
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(storage.path(MODELS_FOLDER, f"{variant}.pt")),
         "inference": as_metadata(params),
         "device": gpu.describe(),
         "final_batch_size": result.batch_size,

@@ -43,7 +43,7 @@ from dagster import (
 from tabulate import tabulate
 
 from darts_assets.database_metadata import MODEL_METADATA
-from resources.duckdb import DartsDuckDB, is_lock_error
+from resources.duckdb import DartsDuckDB, is_lock_error, register_remote_filesystems
 from resources.storage import StorageRoot
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "dbt_like_sql"
@@ -192,7 +192,11 @@ def load_sql_models(folder: Path = SQL_DIR, values: Mapping[str, object] = SQL_V
 
 
 def set_variables(con: duckdb.DuckDBPyConnection, values: Mapping[str, object]) -> None:
-    """Bind each value as a DuckDB variable (names are checked identifiers, values prepared parameters)."""
+    """Bind each value as a DuckDB variable (names are checked identifiers, values prepared parameters).
+
+    Remote source locations (``gs://``) become readable: their fsspec filesystem is registered on ``con``.
+    """
+    register_remote_filesystems(con, values.values())
     for name, value in values.items():
         if not NAME.fullmatch(name):
             raise SqlModelError(f"{name!r} is not a valid variable name")

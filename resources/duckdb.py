@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,11 +38,12 @@ import pandas as pd
 import shapely
 from dagster import ConfigurableResource
 from duckdb.sqltypes import BLOB, DOUBLE, INTEGER, VARCHAR
+from fsspec.core import split_protocol
 from pydantic import Field
 
 from darts_core.level1 import split_antimeridian
 from darts_core.params import ProductParams
-from resources.storage import darts_home
+from resources.storage import darts_home, remote_filesystem
 
 DATABASE_FILE = "darts.duckdb"
 TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
@@ -135,11 +136,27 @@ def prepare_connection(con: duckdb.DuckDBPyConnection, threads: int = 0) -> duck
     return con
 
 
+def register_remote_filesystems(con: duckdb.DuckDBPyConnection, locations: Iterable[object]) -> None:
+    """Let DuckDB read the remote (e.g. ``gs://``) paths among ``locations`` through fsspec.
+
+    The filesystems are configured like the storage root's (from the environment); DuckDB's own httpfs extension
+    is not needed (it cannot be downloaded offline). Non-string values and local paths are ignored.
+    """
+    paths = [location for location in locations if isinstance(location, str)]
+    for protocol in sorted({split_protocol(path)[0] for path in paths} - {None, "file", "local"}):
+        filesystem = remote_filesystem(protocol)
+        protocols = filesystem.protocol
+        name = protocols if isinstance(protocols, str) else protocols[0]  # the name DuckDB registers it under
+        if not con.filesystem_is_registered(name):
+            con.register_filesystem(filesystem)
+
+
 def read_geoparquet(con: duckdb.DuckDBPyConnection, files: str | list[str]) -> gpd.GeoDataFrame:
-    """GeoParquet ``files`` (paths or globs, bound as a parameter) as one EPSG:4326 GeoDataFrame.
+    """GeoParquet ``files`` (paths or globs, bound as a parameter; local or remote) as one EPSG:4326 GeoDataFrame.
 
     Columns are unified by name; the GeoParquet ``bbox`` covering column is dropped (it is rewritten on output).
     """
+    register_remote_filesystems(con, [files] if isinstance(files, str) else files)
     relation = con.sql("SELECT * FROM read_parquet($files, union_by_name = true)", params={"files": files})
     columns = [column for column in relation.columns if column not in ("geometry", "bbox")]
     selected = ", ".join([*(sql_identifier(column) for column in columns), "ST_AsWKB(geometry) AS geometry_wkb"])
