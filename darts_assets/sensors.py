@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from dagster import (
     AssetKey,
-    AssetRecordsFilter,
     DagsterInstance,
     DefaultSensorStatus,
     RunRequest,
@@ -113,23 +112,17 @@ YEAR_ASSET_OF_SCENE_ASSET = {
     planet_scene.key: annual_coverage.key,
     level1_scene_features.key: annual_level2.key,
 }
-RECORDS_PAGE = 1000
 
 
 def touched_years(instance: DagsterInstance, after_id: int, up_to_id: int) -> dict[AssetKey, set[str]]:
-    """Per year asset, the years of the scene materialisations with storage id in ``(after_id, up_to_id]``."""
+    """Per year asset, the years of the scene materialisations with storage id in ``(after_id, up_to_id]``.
+
+    Reads partition keys only (one indexed query per scene asset, no event is deserialised)."""
     touched: dict[AssetKey, set[str]] = {}
     for scene_asset, year_asset in YEAR_ASSET_OF_SCENE_ASSET.items():
-        records_filter = AssetRecordsFilter(
-            asset_key=scene_asset, after_storage_id=after_id, before_storage_id=up_to_id + 1
-        )
-        cursor, has_more = None, True
-        while has_more:
-            page = instance.fetch_materializations(records_filter, limit=RECORDS_PAGE, cursor=cursor, ascending=True)
-            years = {year_partition_of_scene(record.partition_key) for record in page.records if record.partition_key}
-            if years:
-                touched.setdefault(year_asset, set()).update(years)
-            cursor, has_more = page.cursor, page.has_more
+        scene_ids = instance.get_materialized_partitions(scene_asset, before_cursor=up_to_id + 1, after_cursor=after_id)
+        if scene_ids:
+            touched[year_asset] = {year_partition_of_scene(scene_id) for scene_id in scene_ids}
     return touched
 
 
