@@ -30,7 +30,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from shapely.geometry import LineString, box
 
-from darts_core.level1 import LONLAT_CRS, SQUARE_METRES_PER_HECTARE, geohash, polygonal_parts
+from darts_core.level1 import GEOHASH_ALPHABET, LONLAT_CRS, SQUARE_METRES_PER_HECTARE, polygonal_parts
 from darts_core.params import ProductParams
 
 LEVEL2_COLUMNS = (
@@ -210,10 +210,26 @@ def _year_level2(level1: gpd.GeoDataFrame, crs: str) -> tuple[pd.DataFrame, np.n
     return _group_attributes(labels, level1), dissolve_groups(geometries, labels)
 
 
-def _geohashes(geometries: np.ndarray, crs: str) -> list[str]:
+def _geohashes(geometries: np.ndarray, crs: str) -> np.ndarray:
     """12-character geohash of each equal-area centroid."""
     centroids = gpd.GeoSeries(shapely.centroid(geometries), crs=crs).to_crs(LONLAT_CRS)
-    return [geohash(point.x, point.y) for point in centroids]
+    return geohashes(centroids.x.to_numpy(), centroids.y.to_numpy())
+
+
+def geohashes(lon: np.ndarray, lat: np.ndarray, precision: int = 12) -> np.ndarray:
+    """``level1.geohash`` of many points at once (the same interval halving, bit by bit, on arrays): str array."""
+    values = (np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64))
+    low = [np.full(len(values[0]), -180.0), np.full(len(values[0]), -90.0)]
+    high = [np.full(len(values[0]), 180.0), np.full(len(values[0]), 90.0)]
+    codes = np.zeros((len(values[0]), precision), dtype=np.uint8)
+    for bit in range(5 * precision):
+        axis = bit % 2
+        middle = (low[axis] + high[axis]) / 2
+        upper = values[axis] >= middle
+        low[axis], high[axis] = np.where(upper, middle, low[axis]), np.where(upper, high[axis], middle)
+        codes[:, bit // 5] = (codes[:, bit // 5] << 1) | upper
+    characters = np.frombuffer(GEOHASH_ALPHABET.encode(), dtype=np.uint8)[codes]
+    return np.frombuffer(characters.tobytes(), dtype=f"S{precision}").astype(str)
 
 
 def _empty_level2() -> gpd.GeoDataFrame:

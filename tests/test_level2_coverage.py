@@ -26,8 +26,15 @@ from darts_core.coverage import (
     coverage_level2,
     coverage_union,
 )
-from darts_core.level1 import LEVEL1_COLUMNS, level1_features
-from darts_core.level2 import ANTIMERIDIAN, LEVEL2_COLUMNS, check_polar_crs, level2_features, to_lonlat
+from darts_core.level1 import LEVEL1_COLUMNS, geohash, level1_features
+from darts_core.level2 import (
+    ANTIMERIDIAN,
+    LEVEL2_COLUMNS,
+    check_polar_crs,
+    geohashes,
+    level2_features,
+    to_lonlat,
+)
 from darts_core.params import ProductParams
 from darts_core.products import product_name, write_product
 from darts_core.scene_ids import parse_scene_id
@@ -297,6 +304,13 @@ def test_published_union_survives_the_antimeridian(published, degrees, tmp_path)
         back = gpd.read_parquet(path) if path.suffix == ".parquet" else gpd.read_file(path, layer=name)
         assert back.to_crs(EQUAL_AREA).area.sum() / 1e6 == pytest.approx(published_km2, rel=1e-4)
         assert back.area_km2.iloc[0] == union.area_km2.iloc[0] and back.is_valid.all()
+
+
+def test_geohashes_of_arrays_equal_the_scalar_geohash():
+    rng = np.random.default_rng(0)
+    lon = np.r_[rng.uniform(-180, 180, 2000), -180, 180, 0, 360 / 2**12 - 180, 179.999999999]
+    lat = np.r_[rng.uniform(-90, 90, 2000), -90, 90, 0, 180 / 2**12 - 90, 67.3]
+    assert geohashes(lon, lat).tolist() == [geohash(x, y) for x, y in zip(lon, lat, strict=True)]
 
 
 # --- names, writer checks, projection guards --------------------------------------------------------------
