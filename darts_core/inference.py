@@ -12,6 +12,7 @@ batch of patches (read lazily through ``read_window``), never the whole scene's 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -19,6 +20,8 @@ from itertools import product
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from darts_core.params import InferenceParams
 
@@ -181,3 +184,74 @@ def _batches(
             continue
         del pending[: len(chunk)]
         yield [origin for origin, _ in chunk], probabilities, size
+
+
+# --- CPU and model preparation (measured in benchmarks/scene_chain.py) ----------------------------------------
+
+FOLD_CHECK_TOLERANCE = 1e-3  # max |logit difference| allowed between a model and its BatchNorm-folded copy
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU computes bf16 dot products natively (AVX512-BF16 or AMX), where bf16 autocast is ~2x fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """The eval-mode ``model`` with every BatchNorm2d folded into the Conv2d before it (a copy; same logits).
+
+    Folded pairs: consecutive children of an ``nn.Sequential`` (smp's Conv2dReLU, ResNet downsample) and sibling
+    attributes ``convN`` -> ``bnN`` (torchvision ResNet blocks and stem). The copy is checked against the model on
+    a small random input; when they differ (a pattern that does not hold for some architecture) the model is
+    returned unchanged.
+    """
+    if model.training:
+        raise ValueError("BatchNorm folding needs a model in eval mode")
+    folded = copy.deepcopy(model)
+    for module in list(folded.modules()):
+        for conv_name, bn_name in _conv_bn_pairs(module):
+            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+            setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+            setattr(module, bn_name, nn.Identity())
+    return folded if _same_logits(model, folded) else model
+
+
+def _conv_bn_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """(conv, batchnorm) child names of ``module`` where the batchnorm directly follows the convolution."""
+    children = dict(module.named_children())
+    names = list(children)
+    if isinstance(module, nn.Sequential):
+        candidates = list(zip(names, names[1:], strict=False))
+    else:
+        candidates = [("conv" + name[2:], name) for name in names if name.startswith("bn")]
+    return [
+        (conv, bn)
+        for conv, bn in candidates
+        if isinstance(children.get(conv), nn.Conv2d) and isinstance(children.get(bn), nn.BatchNorm2d)
+    ]
+
+
+def _same_logits(model: nn.Module, folded: nn.Module, size: int = 64) -> bool:
+    first_conv = next((layer for layer in model.modules() if isinstance(layer, nn.Conv2d)), None)
+    if first_conv is None:
+        return True
+    parameter = next(model.parameters())
+    probe = torch.rand(1, first_conv.in_channels, size, size, generator=torch.Generator().manual_seed(0))
+    probe = probe.to(parameter.device, parameter.dtype)
+    with torch.inference_mode():
+        return bool((model(probe) - folded(probe)).abs().max() <= FOLD_CHECK_TOLERANCE)
+
+
+class PatchByPatch(nn.Module):
+    """``model`` applied to one patch of a batch at a time.
+
+    On the CPU, batching brings no speed, only memory (UNet++ at 1024 px: ~1.6 GB of activations per fp32
+    patch), so a batch of 8 would need ~14 GB where one patch at a time needs ~2.7 GB in all.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.model(batch[index : index + 1]) for index in range(len(batch))])

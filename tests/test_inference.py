@@ -7,12 +7,17 @@ import pytest
 import torch
 
 from darts_core.inference import (
+    PatchByPatch,
     axis_weight_sum,
+    cpu_has_native_bf16,
+    fold_batchnorm,
     patch_origins,
     predict_probabilities,
     ramp_weights,
 )
-from darts_core.params import InferenceParams
+from darts_core.model import build_model
+from darts_core.params import InferenceParams, ModelParams
+from resources.gpu import TorchDevice
 
 SMALL = InferenceParams(patch_size=64, overlap=16, batch_size=4)
 PAPER = InferenceParams()  # 1024 / 256
@@ -180,3 +185,55 @@ def test_model_in_training_mode_is_refused():
     model = torch.nn.Conv2d(1, 1, 1)
     with pytest.raises(ValueError, match="eval"):
         predict_probabilities(band_reader(random_stack(10, 10, 1)), 10, 10, model, SMALL)
+
+
+def paper_model_with_batchnorm_statistics(in_channels: int = 3) -> torch.nn.Module:
+    """The production architecture with non-trivial BatchNorm statistics and affine parameters, in eval mode."""
+    torch.manual_seed(0)
+    model = build_model(ModelParams(), in_channels=in_channels)
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                layer.running_mean.uniform_(-0.2, 0.2)
+                layer.running_var.uniform_(0.5, 1.5)
+                layer.weight.uniform_(0.5, 1.5)
+                layer.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def test_folding_batchnorm_removes_every_batchnorm_and_keeps_the_logits():
+    model = paper_model_with_batchnorm_statistics()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(layer, torch.nn.BatchNorm2d) for layer in folded.modules())
+    assert any(isinstance(layer, torch.nn.BatchNorm2d) for layer in model.modules())  # the original is untouched
+    batch = torch.rand(2, 3, 96, 96)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(batch), model(batch), rtol=1e-4, atol=1e-4)
+
+
+def test_folding_leaves_a_model_whose_batchnorm_is_not_after_its_convolution_unchanged():
+    class NormFirst(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.bn1 = torch.nn.Conv2d(2, 2, 3, padding=1), torch.nn.BatchNorm2d(2)
+
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            return self.conv1(self.bn1(batch))
+
+    model = NormFirst().eval()
+    with torch.no_grad():
+        model.bn1.running_mean.fill_(3.0)
+    assert fold_batchnorm(model) is model
+
+
+def test_patch_by_patch_gives_the_batched_logits():
+    model = torch.nn.Conv2d(3, 1, kernel_size=3, padding=1).eval()
+    batch = torch.rand(5, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(PatchByPatch(model)(batch), model(batch))
+
+
+def test_cpu_precision_follows_native_bf16_support():
+    device = TorchDevice(device="cpu")
+    assert device.autocast_dtype() == (torch.bfloat16 if cpu_has_native_bf16() else None)
+    assert TorchDevice(device="cpu", precision="fp32").autocast_dtype() is None
