@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.dagster_ui import darts_ui, graphql_scene_run  # noqa: F401  (shared session fixtures)
+
 SHARED_DATA_ENV = "DARTS_SHARED_DATA"
 # ../shared/data beside the checkout; the workplace's fixed location for clones made elsewhere.
 SHARED_DATA_CANDIDATES = (Path(__file__).resolve().parents[2] / "shared" / "data", Path("/work/shared/data"))
