@@ -11,6 +11,7 @@ from dagster import DagsterInstance, RunRequest, build_sensor_context
 
 from darts_assets.definitions import defs
 from darts_assets.materialise import RunOutcome, Stage, StageReport, materialise_stage, plan_stages, run_partition
+from darts_assets.pools import release_slots_of_dead_runs
 from darts_assets.sensors import planet_scene_sensor
 from darts_core.demo_region import DemoRegion, DemoRegionConfig, load_demo_region, synthesise_demo_region
 from darts_core.planet_catalogue import RegistrationReport, register_scene_folders
@@ -62,7 +63,10 @@ def prepare_instance_home(home: Path) -> Path:
 
 
 def demo_instance(home: Path) -> DagsterInstance:
-    return DagsterInstance.from_config(str(prepare_instance_home(home)))
+    """The demo's instance; pool slots still held by runs whose process died (e.g. killed) are given back."""
+    instance = DagsterInstance.from_config(str(prepare_instance_home(home)))
+    release_slots_of_dead_runs(instance)
+    return instance
 
 
 @dataclass

@@ -28,6 +28,7 @@ import yaml
 from dagster import (
     DagsterEventType,
     DagsterInstance,
+    DagsterRunStatus,
     MaterializeResult,
     QueuedRunCoordinator,
     asset,
@@ -63,6 +64,7 @@ from darts_assets.definitions import defs as local_defs
 from darts_assets.demo import INSTANCE_CONFIG
 from darts_assets.jobs import SCENE_ASSETS
 from darts_assets.placement import GPU_NODE_SELECTOR
+from darts_assets.pools import release_slots_of_dead_runs
 from darts_assets.scenes import planet_scene_item
 from darts_core.demo_region import synthesise_demo_region
 from darts_core.planet_catalogue import register_scene_folders
@@ -239,30 +241,36 @@ def test_concurrent_runs_respect_the_gpu_pool(scale_home, concurrent_runs):
 def test_batched_run_matches_single_scene_runs_and_loads_each_model_once(scale_home, concurrent_runs):
     with DagsterInstance.from_config(str(scale_home.instance_home)) as instance:
         assert instance.get_run_by_id(concurrent_runs.batched_run_id).is_success
-        materialisations = [
-            entry.asset_materialization
-            for entry in instance.all_logs(
-                concurrent_runs.batched_run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
-            )
-        ]
+        batched = metadata_by_asset_and_scene(instance, concurrent_runs.batched_run_id)
+        single = [metadata_by_asset_and_scene(instance, run_id) for run_id in concurrent_runs.single_run_ids]
         seconds = {run_id: run_seconds(instance, run_id) for run_id in concurrent_runs.run_ids}
-    by_asset = defaultdict(dict)
-    for materialisation in materialisations:
-        by_asset[materialisation.asset_key.to_user_string()][materialisation.partition] = materialisation.metadata
-    assert set(by_asset) == {key.to_user_string() for asset in SCENE_ASSETS for key in asset.keys}
-    for asset_name, per_scene in by_asset.items():
+    assert set(batched) == {key.to_user_string() for asset in SCENE_ASSETS for key in asset.keys}
+    for asset_name, per_scene in batched.items():
         assert set(per_scene) == set(SCENES), asset_name
+        for scene_id, single_run in zip(SCENES, single, strict=True):  # the same fields as a single-scene run
+            assert set(per_scene[scene_id]) == set(single_run[asset_name][scene_id]), (asset_name, scene_id)
     for scene_id in SCENES:  # each scene's materialisation carries that scene's own metadata
-        assert scene_id in by_asset["input_stack"][scene_id]["path"].value
-        assert scene_id in by_asset["probability_tcvis"][scene_id]["path"].value
+        assert scene_id in batched["input_stack"][scene_id]["path"].value
+        assert scene_id in batched["probability_tcvis"][scene_id]["path"].value
     for asset_name in GPU_ASSETS:
-        loaded = [by_asset[asset_name][scene_id]["model_loaded"].value for scene_id in SCENES]
+        loaded = [batched[asset_name][scene_id]["model_loaded"].value for scene_id in SCENES]
         assert loaded == [True] + [False] * (len(SCENES) - 1), (asset_name, loaded)
     for scene_id in SCENES:
         assert_same_outputs(concurrent_runs.single_root, concurrent_runs.batched_root, scene_id)
-    single = ", ".join(f"{seconds[run_id]:.0f}" for run_id in concurrent_runs.single_run_ids)
-    batched = seconds[concurrent_runs.batched_run_id]
-    print(f"\nfirst step to last: single-scene runs {single} s, batched run of {len(SCENES)} scenes {batched:.0f} s")
+    singles = ", ".join(f"{seconds[run_id]:.0f}" for run_id in concurrent_runs.single_run_ids)
+    print(
+        f"\nfirst step to last: single-scene runs {singles} s, batched run of {len(SCENES)} scenes "
+        f"{seconds[concurrent_runs.batched_run_id]:.0f} s"
+    )
+
+
+def metadata_by_asset_and_scene(instance: DagsterInstance, run_id: str) -> dict[str, dict[str, dict]]:
+    """asset -> scene -> metadata of the run's materialisations."""
+    found: dict[str, dict[str, dict]] = defaultdict(dict)
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+        materialisation = entry.asset_materialization
+        found[materialisation.asset_key.to_user_string()][materialisation.partition] = materialisation.metadata
+    return found
 
 
 def assert_same_outputs(single_root: Path, batched_root: Path, scene_id: str) -> None:
@@ -515,3 +523,39 @@ def test_helm_values_and_image_serve_the_cluster_code_location():
     assert [name["name"] for name in launcher["envConfigMaps"]] == cluster["run_launcher"]["config"]["env_config_maps"]
     assert values["postgresql"]["postgresqlScheme"] == cluster["storage"]["postgres"]["postgres_db"]["scheme"]
     assert values["computeLogManager"]["type"] == cluster["compute_logs"]["class"]
+
+
+SLOT_HOLDER = """
+import sys, time
+from dagster import DagsterInstance, asset, materialize
+
+@asset(pool="gpu")
+def holds_the_gpu_slot():
+    print("holding", flush=True)
+    time.sleep(600)
+
+materialize([holds_the_gpu_slot], instance=DagsterInstance.from_config(sys.argv[1]))
+"""
+
+
+def test_a_killed_run_gives_its_pool_slot_back(tmp_path):
+    """A run killed hard keeps its gpu slot (the next run would wait forever) until the demo gives it back."""
+    (tmp_path / "dagster.yaml").write_text((DEPLOY / "dagster.local.yaml").read_text())
+    (tmp_path / "holder.py").write_text(SLOT_HOLDER)
+    command = [sys.executable, str(tmp_path / "holder.py"), str(tmp_path)]
+    holder = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert any("holding" in line for line in holder.stdout)
+        with DagsterInstance.from_config(str(tmp_path)) as instance:
+            assert release_slots_of_dead_runs(instance) == []  # its process is alive: the slot stays
+            assert len(instance.event_log_storage.get_concurrency_info("gpu").claimed_slots) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        (run,) = instance.get_runs()
+        assert run.status == DagsterRunStatus.STARTED
+        assert len(instance.event_log_storage.get_concurrency_info("gpu").claimed_slots) == 1
+        assert release_slots_of_dead_runs(instance) == [run.run_id]
+        assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
+        assert instance.event_log_storage.get_concurrency_info("gpu").claimed_slots == []
