@@ -35,8 +35,8 @@ def _temporary_file(target: Path, attempts: int = 5) -> Path:
     for _ in range(attempts - 1):
         try:
             return _new_partial_file(target)
-        except FileNotFoundError:  # a concurrent writer removed the empty folder between mkdir and mkstemp
-            continue
+        except (FileNotFoundError, FileExistsError):  # a concurrent writer removed the empty folder meanwhile
+            continue  # (between mkdir and mkstemp, or inside mkdir between its "exists" and "is a folder" checks)
     return _new_partial_file(target)
 
 

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ from darts_assets.jobs import SCENE_ASSETS
 from darts_assets.placement import GPU_NODE_SELECTOR
 from darts_assets.pools import release_slots_of_dead_runs
 from darts_assets.scenes import planet_scene_item
+from darts_core.atomic import write_bytes_atomic
 from darts_core.demo_region import synthesise_demo_region
 from darts_core.planet_catalogue import register_scene_folders
 from partitions import SCENE_PARTITIONS_NAME
@@ -559,3 +561,23 @@ def test_a_killed_run_gives_its_pool_slot_back(tmp_path):
         assert release_slots_of_dead_runs(instance) == [run.run_id]
         assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
         assert instance.event_log_storage.get_concurrency_info("gpu").claimed_slots == []
+
+
+def test_parallel_steps_write_atomically_into_one_scene_folder(tmp_path):
+    """Steps running at once write into the same scene folder, sharing its .partial/ staging folder."""
+    errors: list[BaseException] = []
+
+    def write_many(name: str) -> None:
+        try:
+            for _ in range(1500):
+                write_bytes_atomic(tmp_path / name, b"raster")
+        except OSError as error:
+            errors.append(error)
+
+    writers = [threading.Thread(target=write_many, args=(f"layer_{index}.tif",)) for index in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert errors == []
+    assert sorted(path.name for path in tmp_path.iterdir()) == [f"layer_{index}.tif" for index in range(4)]
