@@ -30,7 +30,7 @@ def run_demo(home: Path) -> subprocess.CompletedProcess:
         env=environment,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=2700,  # generous: the demo trains two models; a shared machine can be several times slower
         check=False,
     )
 
