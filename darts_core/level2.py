@@ -176,6 +176,23 @@ def dissolve_groups(geometries: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return unions
 
 
+def union_of_groups(geometries: np.ndarray) -> shapely.MultiPolygon:
+    """``union_all`` of polygonal geometries in any CRS, computed per group of intersecting polygons.
+
+    The same polygons as one ``union_all`` (groups do not touch, so nothing joins across them; only slivers below
+    ~1e-9 of the area that a global union's snapping drops may remain), but each overlay only sees one group:
+    10x faster than ``ST_Union_Agg`` over the 74,000 Level-2 features of DARTS v1 (benchmarks/database.py).
+    """
+    parts = np.array(polygonal_parts(shapely.GeometryCollection(list(geometries))), dtype=object)
+    if len(parts) == 0:
+        return shapely.MultiPolygon()
+    labels = touching_groups(parts, tolerance=0.0)
+    order = np.argsort(labels, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1)
+    unions = [parts[group[0]] if len(group) == 1 else shapely.union_all(parts[group]) for group in groups]
+    return shapely.MultiPolygon(polygonal_parts(shapely.GeometryCollection(unions)))
+
+
 def _agreed(labels: np.ndarray, values: pd.Series) -> np.ndarray:
     """Per group, its value; distinct values within a group joined with ``;`` (sorted)."""
     codes, uniques = pd.factorize(values.astype(str), sort=True)

@@ -2,15 +2,17 @@
 -- per image) and number of images, Level-2 coverage (km² of the annual union), Level-1 and Level-2 feature area
 -- (km²) and count. Then a SUM row (column sums over the years) and a Union row: the area covered at least once
 -- (coverage union) and the union of the Level-2 features of all years, each connected part one unique feature;
--- Level-1 columns are NULL there. Areas: area_km2() = ST_Area after ST_Transform to EPSG:6931.
+-- Level-1 columns are NULL there. Areas: area_km2() = ST_Area after ST_Transform to EPSG:6931. The coverage products
+-- hold unions already (one row per year, one row in all): their areas are summed, not unioned again; the features
+-- are unioned with polygon_union (per group of intersecting features; ST_Union_Agg took minutes at DARTS v1 size).
 WITH
 l1_coverage AS (
     SELECT year, sum(area_km2(geometry)) AS l1_coverage_km2, count(DISTINCT image_id) AS l1_images
     FROM {{ ref('coverage_level1') }}
     GROUP BY year
 ),
-l2_coverage AS (
-    SELECT year, area_km2(ST_Union_Agg(geometry)) AS l2_coverage_km2
+l2_coverage AS (  -- one row per year, already the annual union
+    SELECT year, sum(area_km2(geometry)) AS l2_coverage_km2
     FROM {{ ref('coverage_level2') }}
     GROUP BY year
 ),
@@ -54,7 +56,7 @@ sum_row AS (
     FROM per_year
 ),
 all_features AS (
-    SELECT ST_Union_Agg(geometry) AS geometry FROM {{ ref('level2_features') }}
+    SELECT ST_GeomFromWKB(polygon_union(list(ST_AsWKB(geometry)))) AS geometry FROM {{ ref('level2_features') }}
 ),
 union_row AS (
     SELECT
@@ -62,7 +64,7 @@ union_row AS (
         NULL::INTEGER AS year,
         NULL::DOUBLE,
         NULL::BIGINT,
-        (SELECT coalesce(area_km2(ST_Union_Agg(geometry)), 0) FROM {{ ref('coverage_union') }}),
+        (SELECT coalesce(sum(area_km2(geometry)), 0) FROM {{ ref('coverage_union') }}),  -- one row: the union
         NULL::DOUBLE,
         NULL::BIGINT,
         coalesce(area_km2(geometry), 0),

@@ -8,30 +8,63 @@
 -- affected_pct is capped at 100 (rounding where features fill a cell's covered area). cell_area_km2: the cell
 -- polygon in EPSG:6931 like covered_km2 (h3_cell_area_km2() gives H3's spherical area, ~0.05 % apart);
 -- geometry: the cell polygon (lon/lat, split at the antimeridian).
+-- Speed at DARTS v1 size (benchmarks/database.py): the coverage is clipped polygon by polygon (coverage_level2 has
+-- one row per year, whose polygons do not overlap, so their clipped areas add up) and features and coverage
+-- polygons meet cells through their H3 candidate cells (equality joins) instead of spatial predicates over all
+-- pairs; only pairs whose boxes overlap are clipped; a feature inside the cell of its point counts whole.
 WITH
-coverage AS (
-    SELECT year, ST_Union_Agg(geometry) AS covered
-    FROM {{ ref('coverage_level2') }}
-    GROUP BY year
+coverage_parts AS (
+    SELECT year, row_number() OVER () AS part_id, part
+    FROM (SELECT year, unnest(ST_Dump(geometry)).geom AS part FROM {{ ref('coverage_level2') }})
+),
+part_cells AS (
+    SELECT year, part_id, unnest(h3_candidate_cells(ST_AsWKB(part), {{ var('h3_resolution') }})) AS h3_cell
+    FROM coverage_parts
 ),
 cells AS (
-    SELECT year, covered, unnest(h3_candidate_cells(ST_AsWKB(covered), {{ var('h3_resolution') }})) AS h3_cell
-    FROM coverage
+    SELECT year, h3_cell, ST_GeomFromWKB(h3_cell_boundary_wkb(h3_cell)) AS geometry
+    FROM (SELECT DISTINCT year, h3_cell FROM part_cells)
 ),
 cell_coverage AS (
-    SELECT year, h3_cell, geometry, area_km2(ST_Intersection(geometry, covered)) AS covered_km2
-    FROM (SELECT *, ST_GeomFromWKB(h3_cell_boundary_wkb(h3_cell)) AS geometry FROM cells)
+    SELECT
+        c.year,
+        c.h3_cell,
+        any_value(c.geometry) AS geometry,
+        sum(area_km2(ST_Intersection(c.geometry, p.part))) AS covered_km2
+    FROM part_cells AS pc
+    JOIN cells AS c ON c.year = pc.year AND c.h3_cell = pc.h3_cell
+    JOIN coverage_parts AS p ON p.part_id = pc.part_id
+    WHERE ST_Intersects_Extent(c.geometry, p.part)
+    GROUP BY c.year, c.h3_cell
+),
+feature_points AS (
+    SELECT year, geometry, h3_cell(ST_Y(point), ST_X(point), {{ var('h3_resolution') }}) AS point_cell
+    FROM (SELECT year, geometry, ST_PointOnSurface(geometry) AS point FROM {{ ref('level2_features') }})
+),
+located AS (
+    SELECT f.year, f.geometry, f.point_cell, coalesce(ST_Within(f.geometry, c.geometry), false) AS inside
+    FROM feature_points AS f
+    LEFT JOIN cell_coverage AS c ON c.year = f.year AND c.h3_cell = f.point_cell
+),
+straddling AS (
+    SELECT year, geometry, unnest(h3_candidate_cells(ST_AsWKB(geometry), {{ var('h3_resolution') }})) AS h3_cell
+    FROM located
+    WHERE NOT inside
 ),
 clipped AS (
-    SELECT c.year, c.h3_cell, sum(area_km2(ST_Intersection(f.geometry, c.geometry))) AS rts_area_km2
-    FROM cell_coverage AS c
-    JOIN {{ ref('level2_features') }} AS f ON f.year = c.year AND ST_Intersects(f.geometry, c.geometry)
+    SELECT year, h3_cell, sum(rts_area_km2) AS rts_area_km2
+    FROM (
+        SELECT year, point_cell AS h3_cell, area_km2(geometry) AS rts_area_km2 FROM located WHERE inside
+        UNION ALL
+        SELECT f.year, f.h3_cell, area_km2(ST_Intersection(f.geometry, c.geometry))
+        FROM straddling AS f
+        JOIN cell_coverage AS c ON c.year = f.year AND c.h3_cell = f.h3_cell
+        WHERE ST_Intersects_Extent(f.geometry, c.geometry)
+    )
     GROUP BY ALL
 ),
 counted AS (
-    SELECT year, h3_cell(ST_Y(point), ST_X(point), {{ var('h3_resolution') }}) AS h3_cell, count(*) AS rts_count
-    FROM (SELECT year, ST_PointOnSurface(geometry) AS point FROM {{ ref('level2_features') }})
-    GROUP BY ALL
+    SELECT year, point_cell AS h3_cell, count(*) AS rts_count FROM feature_points GROUP BY ALL
 )
 SELECT
     CAST(year AS INTEGER) AS year,

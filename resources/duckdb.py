@@ -14,6 +14,9 @@ Every connection (``DartsDuckDB.connect`` or :func:`prepare_connection` on any c
   circles, DuckDB and GeoParquet as straight lon/lat lines (hundreds of metres apart along a 50 km edge), so
   the geometry is segmentized to 0.1° first and H3's "overlap" set widened by one ring of neighbours; callers
   keep the cells that really intersect.
+- ``polygon_union(wkbs BLOB[]) -> BLOB``: the union of a list of polygonal geometries, as ``ST_Union_Agg`` gives
+  it but computed per group of intersecting polygons in shapely (``list(ST_AsWKB(geom))`` in, ``ST_GeomFromWKB``
+  around it): ``ST_Union_Agg`` over the 74,000 Level-2 features of DARTS v1 took minutes.
 - a temporary macro ``area_km2(geom)``: ``ST_Area(ST_Transform(geom, 'EPSG:4326', 'EPSG:6931',
   always_xy := true)) / 1e6``, the one area definition the SQL models use.
 
@@ -42,6 +45,7 @@ from fsspec.core import split_protocol
 from pydantic import Field
 
 from darts_core.level1 import split_antimeridian
+from darts_core.level2 import union_of_groups
 from darts_core.params import ProductParams
 from resources.storage import darts_home, remote_filesystem
 
@@ -95,12 +99,23 @@ def h3_candidate_cells(wkb: bytes, res: int) -> list[str]:
     return sorted({ring_cell for cell in overlapping for ring_cell in h3.grid_disk(cell, 1)})
 
 
+def polygon_union_wkb(wkbs: list[bytes]) -> bytes:
+    """WKB of the union of polygonal WKB geometries: ``ST_Union_Agg`` over a list, computed per group of
+    intersecting polygons (``darts_core.level2.union_of_groups``), several times faster over the Level-2 features."""
+    return shapely.to_wkb(union_of_groups(shapely.from_wkb(wkbs)))
+
+
 def register_h3(con: duckdb.DuckDBPyConnection) -> None:
     """The H3 UDFs (pure functions: DuckDB may cache and reorder them; NULL in gives NULL out)."""
     con.create_function("h3_cell", h3_cell, [DOUBLE, DOUBLE, INTEGER], VARCHAR)
     con.create_function("h3_cell_area_km2", h3_cell_area_km2, [VARCHAR], DOUBLE)
     con.create_function("h3_cell_boundary_wkb", h3_cell_boundary_wkb, [VARCHAR], BLOB)
     con.create_function("h3_candidate_cells", h3_candidate_cells, [BLOB, INTEGER], duckdb.list_type(VARCHAR))
+
+
+def register_union(con: duckdb.DuckDBPyConnection) -> None:
+    """``polygon_union(wkbs BLOB[]) -> BLOB``: the union of a list of polygonal WKB geometries."""
+    con.create_function("polygon_union", polygon_union_wkb, [duckdb.list_type(BLOB)], BLOB)
 
 
 def sql_literal(value: str) -> str:
@@ -132,6 +147,7 @@ def prepare_connection(con: duckdb.DuckDBPyConnection, threads: int = 0) -> duck
         con.execute(f"SET threads = {int(threads)}")
     load_spatial(con)
     register_h3(con)
+    register_union(con)
     register_macros(con)
     return con
 
