@@ -100,7 +100,11 @@ def emulator(tmp_path_factory) -> Iterator[str]:
         yield endpoint
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a busy machine: stop it the hard way
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture(scope="module")
