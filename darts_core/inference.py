@@ -127,15 +127,17 @@ def predict_probabilities(
     """Blended sigmoid probabilities of ``model`` over the raster read through ``read_window``.
 
     ``model`` must already sit on ``device`` in eval mode. Patches are read lazily, at most one batch at a
-    time. A CUDA out-of-memory error halves the batch size and retries the same patches (down to 1, then it
-    is raised); ``InferenceResult.batch_size`` is the size that finally ran. ``on_batch(done, total)``
-    reports progress in patches.
+    time (one patch for a :class:`PatchByPatch` model). A CUDA out-of-memory error halves the batch size and
+    retries the same patches (down to 1, then it is raised); ``InferenceResult.batch_size`` is the size that
+    finally ran. ``on_batch(done, total)`` reports progress in patches.
     """
     if isinstance(model, torch.nn.Module) and model.training:
         raise ValueError("the model is in training mode: call model.eval() first")
     device = torch.device(device)
     patch, overlap = params.patch_size, params.overlap
     size = batch_size or params.batch_size
+    if isinstance(model, PatchByPatch):
+        size = 1  # it runs one patch per pass anyway: reading several ahead would only hold their memory
     origins = patch_origins(height, width, patch, overlap)
     weights = ramp_weights(patch, overlap)
     blended = np.zeros((height, width), dtype=np.float32)
@@ -246,7 +248,8 @@ class PatchByPatch(nn.Module):
     """``model`` applied to one patch of a batch at a time.
 
     On the CPU, batching brings no speed, only memory (UNet++ at 1024 px: ~1.6 GB of activations per fp32
-    patch), so a batch of 8 would need ~14 GB where one patch at a time needs ~2.7 GB in all.
+    patch): two models over a 2048 px tile with fp32 batches of 8 peaked at 14.9 GB, one bf16 patch at a time at
+    3.1 GB (benchmarks/scene_chain.py). ``predict_probabilities`` reads one patch at a time for such a model.
     """
 
     def __init__(self, model: nn.Module) -> None:

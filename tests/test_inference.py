@@ -233,6 +233,19 @@ def test_patch_by_patch_gives_the_batched_logits():
         torch.testing.assert_close(PatchByPatch(model)(batch), model(batch))
 
 
+class FirstBand(torch.nn.Module):
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return first_band_logits(batch)
+
+
+def test_a_patch_by_patch_model_reads_one_patch_at_a_time():
+    stack = random_stack(150, 200, bands=1)
+    expected = predict_probabilities(band_reader(stack), 150, 200, first_band_logits, SMALL)
+    result = predict_probabilities(band_reader(stack), 150, 200, PatchByPatch(FirstBand()).eval(), SMALL)
+    assert result.batch_size == 1 and expected.batch_size == SMALL.batch_size
+    np.testing.assert_array_equal(result.probabilities, expected.probabilities)
+
+
 def test_cpu_precision_follows_native_bf16_support():
     device = TorchDevice(device="cpu")
     assert device.autocast_dtype() == (torch.bfloat16 if cpu_has_native_bf16() else None)
