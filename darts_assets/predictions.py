@@ -37,7 +37,7 @@ from darts_core.inference import predict_probabilities
 from darts_core.level1 import level1_features, write_level1
 from darts_core.model import check_bands
 from darts_core.params import CleaningParams, InferenceParams, ProductParams, as_metadata
-from darts_core.rasters import Grid
+from darts_core.rasters import Grid, bounded_gdal_cache
 from darts_core.stack import read_stack_tags
 from partitions import MODEL_VARIANTS, scene_partitions
 from resources.gpu import TorchDevice
@@ -81,7 +81,7 @@ def predict_scene(storage: StorageRoot, gpu: TorchDevice, scene_id: str, variant
         check_bands(config, config["bands"], checkpoint, {band: normalisation[band] for band in config["bands"]})
         indexes = [stack_bands.index(band) + 1 for band in config["bands"]]
         started = time.perf_counter()
-        with rasterio.open(stack_path) as stack:
+        with bounded_gdal_cache(), rasterio.open(stack_path) as stack:
             height, width = stack.height, stack.width
 
             def read_window(row: int, col: int, rows: int, cols: int) -> np.ndarray:

@@ -7,43 +7,30 @@ partition with a message naming the scene and file.
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import rasterio
-from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from darts_assets.batching import SCENE_BACKFILL_POLICY, materialize_scenes
 from darts_assets.metadata import png_markdown
-from darts_assets.scenes import SCENES_FOLDER, planet_scene_item
-from darts_core.aux_layers import AuxCoverageError
+from darts_assets.scenes import SCENES_FOLDER, failing_scene, planet_scene_item
 from darts_core.params import StackParams, TerrainParams, as_metadata
-from darts_core.planet import PlanetScene, read_planet_assets
-from darts_core.planet_catalogue import PlanetAssets, SceneInputError
+from darts_core.planet import PlanetScene, read_metadata, read_planet_assets
+from darts_core.planet_catalogue import PlanetAssets
 from darts_core.rasters import Grid, write_geotiff
 from darts_core.scene_inputs import verify_scene_item
-from darts_core.stack import build_input_stack, stack_quicklook_png, write_stack_geotiff
+from darts_core.stack import read_quicklook_bands, stack_quicklook_png, write_stack_by_blocks
 from partitions import scene_partitions
 from resources.aux_sources import AuxLayerSource
-from resources.storage import StorageRoot, UnsafePathError
+from resources.storage import StorageRoot
 
 FOOTPRINTS_FOLDER = "footprints"
 TERRAIN_BANDS = ("relative_elevation", "slope")
 TCVIS_BANDS = ("tc_brightness", "tc_greenness", "tc_wetness")
-SCENE_INPUT_ERRORS = (SceneInputError, AuxCoverageError, UnsafePathError, FileNotFoundError, ValueError)
-
-
-@contextmanager
-def failing_scene(scene_id: str) -> Iterator[None]:
-    """Turn bad-input errors into a Dagster Failure that names the scene (and, via the message, the file)."""
-    try:
-        yield
-    except SCENE_INPUT_ERRORS as error:
-        message = str(error) if str(error).startswith(f"scene {scene_id}") else f"scene {scene_id}: {error}"
-        raise Failure(description=message, metadata={"scene": scene_id}) from error
 
 
 def catalogued_assets(storage: StorageRoot, scene_id: str) -> PlanetAssets:
@@ -237,32 +224,27 @@ def input_stack(context: AssetExecutionContext, storage: StorageRoot) -> Materia
 
 def write_input_stack(storage: StorageRoot, scene_id: str) -> MaterializeResult:
     params = StackParams()
-    timings = {}
+    started = time.perf_counter()
     with failing_scene(scene_id):
-        started = time.perf_counter()
-        scene = read_planet_assets(catalogued_assets(storage, scene_id))
-        with storage.local_input(SCENES_FOLDER, scene_id, "terrain.tif") as terrain_path:
-            relative_elevation, slope = read_bands(terrain_path)
-        with storage.local_input(SCENES_FOLDER, scene_id, "tcvis.tif") as tcvis_path:
-            tcvis = read_bands(tcvis_path)
-        timings["read_s"] = time.perf_counter() - started
-        stack = build_input_stack(scene, relative_elevation, slope, tcvis, params)
-        valid_fraction = float((stack != params.invalid_value).any(axis=0).mean())
-        if valid_fraction == 0:
-            raise ValueError("no pixel is valid in both the scene and its auxiliary layers: refusing an empty stack")
-        tags = {"scene": scene_id, "acquired": scene.acquired.isoformat()}
-        with storage.atomic_output(SCENES_FOLDER, scene_id, "input_stack.tif") as local:
-            write_stack_geotiff(local, stack, scene.crs, scene.transform, params, tags)
-        timings["total_s"] = time.perf_counter() - started
+        assets = catalogued_assets(storage, scene_id)
+        _, _, acquired = read_metadata(assets.metadata, scene_id)
+        tags = {"scene": scene_id, "acquired": acquired.isoformat()}
+        with ExitStack() as inputs:
+            terrain = inputs.enter_context(storage.local_input(SCENES_FOLDER, scene_id, "terrain.tif"))
+            tcvis = inputs.enter_context(storage.local_input(SCENES_FOLDER, scene_id, "tcvis.tif"))
+            local = inputs.enter_context(storage.atomic_output(SCENES_FOLDER, scene_id, "input_stack.tif"))
+            valid_fraction = write_stack_by_blocks(assets, terrain, tcvis, local, params, tags)
+            quicklook = stack_quicklook_png(read_quicklook_bands(local), params.bands)
+            grid = Grid.from_raster(str(local))
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(str(storage.path(SCENES_FOLDER, scene_id, "input_stack.tif"))),
             "bands": MetadataValue.json(list(params.bands)),
             "normalisation": MetadataValue.json({k: as_metadata(v) for k, v in params.normalisation.items()}),
-            "shape": MetadataValue.json(list(stack.shape)),
+            "shape": MetadataValue.json([len(params.bands), *grid.shape]),
             "valid_fraction": valid_fraction,
-            "timings": MetadataValue.json(timings),
-            "quicklook": png_markdown(stack_quicklook_png(stack, params.bands), scene_id),
+            "timings": MetadataValue.json({"total_s": time.perf_counter() - started}),
+            "quicklook": png_markdown(quicklook, scene_id),
         }
     )
 

@@ -30,6 +30,7 @@ import shapely
 import shapely.geometry
 from affine import Affine
 from rasterio.errors import RasterioError
+from rasterio.windows import Window
 
 from darts_core.params import PlanetParams
 from darts_core.planet_catalogue import ITEM_TYPES, PlanetAssets, SceneInputError, check_rasters, raster_header
@@ -107,45 +108,77 @@ def read_planet_scene(
     falls back to SR data presence (mask kind "none", with a warning). ``item_id`` defaults to the
     metadata id and must match it when given.
     """
-    sr_path, metadata_path = Path(sr_path), Path(metadata_path)
-    item_id, item_type, acquired = read_metadata(metadata_path, item_id)
-    mask_kind = _mask_kind(item_id, mask_path)
-    assets = PlanetAssets(
-        item_id,
-        item_type,
-        sr_path,
-        mask_path if mask_kind == "udm2" else None,
-        mask_path if mask_kind == "udm" else None,
-        metadata_path,
-    )
+    assets = classified_assets(sr_path, mask_path, metadata_path, item_id)
     header = check_rasters(assets)  # band counts, dtypes, CRS, grids, truncation
-    mask_valid = _mask_valid(item_id, mask_path, mask_kind, params)
-    reflectance = _read(item_id, sr_path, np.float32)  # raw values, scaled in place below
-    data = data_present(reflectance, params)
-    valid = data & mask_valid
-    if not valid.any():
-        raise SceneInputError(item_id, f"no valid pixel in {sr_path.name} ({mask_kind} mask: all cloud or nodata)")
-    warning = NO_MASK_WARNING if mask_kind == "none" else None
+    _, item_type, acquired = read_metadata(assets.metadata, assets.item_id)
+    optical = read_optical(assets, params=params)
+    if not optical.valid.any():
+        kind = mask_kind(assets)
+        raise SceneInputError(assets.item_id, f"no valid pixel in {assets.sr.name} ({kind} mask: all cloud or nodata)")
+    warning = NO_MASK_WARNING if mask_kind(assets) == "none" else None
     if warning:
-        logger.warning("scene %s: %s", item_id, warning)
-    reflectance /= np.float32(params.reflectance_scale)
-    reflectance *= valid
+        logger.warning("scene %s: %s", assets.item_id, warning)
     return PlanetScene(
-        item_id=item_id,
+        item_id=assets.item_id,
         item_type=item_type,
         acquired=acquired,
         crs=header.crs.to_string(),
         transform=header.transform,
         width=header.shape[1],
         height=header.shape[0],
-        reflectance=reflectance,
-        ndvi=ndvi(reflectance[2], reflectance[3], valid),
-        valid=valid,
-        footprint=data_footprint(data, header.transform),
-        mask_kind=mask_kind,
-        valid_fraction=float(valid.mean()),
+        reflectance=optical.reflectance,
+        ndvi=optical.ndvi,
+        valid=optical.valid,
+        footprint=data_footprint(optical.data, header.transform),
+        mask_kind=mask_kind(assets),
+        valid_fraction=float(optical.valid.mean()),
         warning=warning,
     )
+
+
+def classified_assets(
+    sr_path: Path, mask_path: Path | None, metadata_path: Path, item_id: str | None = None
+) -> PlanetAssets:
+    """The scene's files with the mask filed as udm2 or udm by its band count (``item_id`` from the metadata)."""
+    sr_path, metadata_path = Path(sr_path), Path(metadata_path)
+    item_id, item_type, _ = read_metadata(metadata_path, item_id)
+    kind = _mask_kind(item_id, mask_path)
+    udm2, udm = (mask_path if kind == "udm2" else None), (mask_path if kind == "udm" else None)
+    return PlanetAssets(item_id, item_type, sr_path, udm2, udm, metadata_path)
+
+
+def mask_kind(assets: PlanetAssets) -> str:
+    """ "udm2", "udm" or "none" for classified assets."""
+    return "udm2" if assets.udm2 else "udm" if assets.udm else "none"
+
+
+@dataclass(frozen=True)
+class OpticalLayers:
+    """Reflectance (4, h, w), NDVI and validity of a scene or of one window of it, as stacked."""
+
+    reflectance: np.ndarray  # float32, blue, green, red, nir; 0 where invalid
+    ndvi: np.ndarray  # float32 in [-1, 1]; 0 where invalid
+    valid: np.ndarray  # bool
+    data: np.ndarray  # bool: SR data present (the footprint), whatever the mask says
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.valid.shape
+
+
+def read_optical(
+    assets: PlanetAssets, window: Window | None = None, params: PlanetParams = DEFAULT_PLANET_PARAMS
+) -> OpticalLayers:
+    """The optical layers of classified assets, of the whole raster or of ``window`` (unreadable data raises
+    SceneInputError naming the file)."""
+    kind = mask_kind(assets)
+    mask_valid = _mask_valid(assets.item_id, assets.udm2 or assets.udm, kind, params, window)
+    reflectance = _read(assets.item_id, assets.sr, np.float32, window)  # raw values, scaled in place below
+    data = data_present(reflectance, params)
+    valid = data & mask_valid
+    reflectance /= np.float32(params.reflectance_scale)
+    reflectance *= valid
+    return OpticalLayers(reflectance, ndvi(reflectance[2], reflectance[3], valid), valid, data)
 
 
 def read_metadata(path: Path, item_id: str | None = None) -> tuple[str, str, dt.datetime]:
@@ -183,20 +216,23 @@ def _mask_kind(item_id: str, mask_path: Path | None) -> str:
     return MASK_KINDS[count]
 
 
-def _mask_valid(item_id: str, mask_path: Path | None, mask_kind: str, params: PlanetParams) -> np.ndarray | bool:
+def _mask_valid(
+    item_id: str, mask_path: Path | None, mask_kind: str, params: PlanetParams, window: Window | None = None
+) -> np.ndarray | bool:
     if mask_kind == "none" or mask_path is None:
         return True
-    mask = _read(item_id, Path(mask_path))
+    mask = _read(item_id, Path(mask_path), window=window)
     if mask.dtype != np.uint8:
         raise SceneInputError(item_id, f"{Path(mask_path).name} is {mask.dtype}, expected uint8")
     return udm2_valid(mask, params) if mask_kind == "udm2" else udm_valid(mask[0])
 
 
-def _read(item_id: str, path: Path, dtype: type | None = None) -> np.ndarray:
-    """All bands of a raster (as ``dtype``); a decoding error (e.g. a corrupt tile) raises SceneInputError."""
+def _read(item_id: str, path: Path, dtype: type | None = None, window: Window | None = None) -> np.ndarray:
+    """All bands of a raster or of ``window`` (as ``dtype``); a decoding error (e.g. a corrupt tile) raises
+    SceneInputError."""
     try:
         with rasterio.open(path) as source:
-            return source.read(out_dtype=dtype)
+            return source.read(out_dtype=dtype, window=window)
     except RasterioError as error:
         raise SceneInputError(item_id, f"cannot read {path.name}: {error}") from error
 

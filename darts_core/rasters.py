@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.io
 from affine import Affine
 
 from darts_core.atomic import atomic_path
 
 BLOCK_SIZE = 256
+GDAL_CACHE_BYTES = 256 * 2**20  # read/write block cache while a scene is processed window by window
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,35 @@ def write_geotiff(
     bands = data if data.ndim == 3 else data[np.newaxis]
     if bands.shape[1:] != grid.shape or len(band_names) != bands.shape[0]:
         raise ValueError(f"{path.name}: array {bands.shape} does not match grid {grid.shape} / bands {band_names}")
-    profile = {**geotiff_profile(grid, bands.shape[0], bands.dtype.name, nodata), **(profile_overrides or {})}
-    with atomic_path(path) as temp_path, rasterio.open(temp_path, "w", **profile) as sink:
-        for index, (band, name) in enumerate(zip(bands, band_names, strict=True), start=1):
-            sink.write(band, index)
+    with geotiff_writer(path, grid, band_names, bands.dtype.name, nodata, tags, profile_overrides) as sink:
+        sink.write(bands)
+
+
+@contextmanager
+def geotiff_writer(
+    path: Path,
+    grid: Grid,
+    band_names: Sequence[str],
+    dtype: str,
+    nodata: float | None = None,
+    tags: Mapping[str, Any] | None = None,
+    profile_overrides: Mapping[str, Any] | None = None,
+) -> Iterator[rasterio.io.DatasetWriter]:
+    """An open GeoTIFF (our profile, band names and tags set) to write window by window; it appears at ``path``
+    only when the block exits without error. GDAL's block cache is bounded meanwhile (:func:`bounded_gdal_cache`).
+    """
+    profile = {**geotiff_profile(grid, len(band_names), dtype, nodata), **(profile_overrides or {})}
+    with bounded_gdal_cache(), atomic_path(Path(path)) as temp_path, rasterio.open(temp_path, "w", **profile) as sink:
+        for index, name in enumerate(band_names, start=1):
             sink.set_band_description(index, name)
         sink.update_tags(**{key: as_tag(value) for key, value in (tags or {}).items()})
+        yield sink
+
+
+def bounded_gdal_cache() -> rasterio.Env:
+    """GDAL's raster block cache limited to ``GDAL_CACHE_BYTES`` (GDAL's default is 5 % of the machine's memory,
+    which window-by-window reading and writing of a large scene would otherwise fill)."""
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
 
 
 def as_tag(value: Any) -> str:

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.io
 from affine import Affine
 from PIL import Image
+from rasterio.enums import Resampling
+from rasterio.windows import Window
 
 from darts_core.params import BandNormalisation, StackParams, as_metadata
-from darts_core.planet import PlanetScene
-from darts_core.rasters import Grid, write_geotiff
+from darts_core.planet import OpticalLayers, PlanetScene, classified_assets, read_optical
+from darts_core.planet_catalogue import PlanetAssets, check_rasters
+from darts_core.rasters import BLOCK_SIZE, Grid, bounded_gdal_cache, geotiff_writer, write_geotiff
 
 DEFAULT_STACK_PARAMS = StackParams()
 OPTICAL_BANDS = ("blue", "green", "red", "nir")  # PlanetScene.reflectance order
@@ -28,10 +33,11 @@ AUX_BANDS = ("relative_elevation", "slope")
 TCVIS_BANDS = ("tc_brightness", "tc_greenness", "tc_wetness")
 QUICKLOOK_MAX_PX = 512
 QUICKLOOK_PERCENTILES = (2.0, 98.0)
+STACK_BLOCK_ROWS = 2 * BLOCK_SIZE  # rows built and written at a time by write_stack_by_blocks
 
 
 def build_input_stack(
-    scene: PlanetScene,
+    scene: PlanetScene | OpticalLayers,
     relative_elevation: np.ndarray,
     slope: np.ndarray,
     tcvis: np.ndarray | None,
@@ -53,7 +59,7 @@ def build_input_stack(
 
 
 def stack_validity(
-    scene: PlanetScene,
+    scene: PlanetScene | OpticalLayers,
     relative_elevation: np.ndarray,
     slope: np.ndarray,
     tcvis: np.ndarray | None,
@@ -69,7 +75,7 @@ def stack_validity(
 
 
 def _layers(
-    scene: PlanetScene,
+    scene: PlanetScene | OpticalLayers,
     relative_elevation: np.ndarray,
     slope: np.ndarray,
     tcvis: np.ndarray | None,
@@ -117,6 +123,66 @@ def write_stack_geotiff(
     grid = Grid(str(crs), transform, stack.shape[2], stack.shape[1])
     tags = {**stack_tags(params), **(extra_tags or {})}
     write_geotiff(Path(path), stack, grid, params.bands, nodata=None, tags=tags)
+
+
+def write_stack_by_blocks(
+    assets: PlanetAssets,
+    terrain_path: Path,
+    tcvis_path: Path | None,
+    path: Path,
+    params: StackParams = DEFAULT_STACK_PARAMS,
+    extra_tags: Mapping[str, Any] | None = None,
+    block_rows: int = STACK_BLOCK_ROWS,
+) -> float:
+    """Build the stack of a scene's ``assets`` and write it atomically, ``block_rows`` rows at a time.
+
+    The same stack as :func:`build_input_stack` + :func:`write_stack_geotiff`, but memory holds one block of
+    rows of every layer, whatever the scene size. ``terrain_path`` (relative elevation, slope) and ``tcvis_path``
+    must lie on the scene grid. Returns the fraction of pixels valid in the stack; an all-invalid stack raises
+    ValueError (and is not written).
+    """
+    assets = classified_assets(assets.sr, assets.udm2 or assets.udm, assets.metadata, assets.item_id)
+    header = check_rasters(assets)
+    grid = Grid(header.crs.to_string(), header.transform, header.shape[1], header.shape[0])
+    tags = {**stack_tags(params), **(extra_tags or {})}
+    valid_pixels = 0
+    with ExitStack() as files:
+        files.enter_context(bounded_gdal_cache())
+        terrain = files.enter_context(_open_on_grid(terrain_path, grid, 2))
+        tcvis = files.enter_context(_open_on_grid(tcvis_path, grid, len(TCVIS_BANDS))) if tcvis_path else None
+        sink = files.enter_context(geotiff_writer(path, grid, params.bands, "float32", None, tags))
+        for row in range(0, grid.height, block_rows):
+            window = Window(0, row, grid.width, min(block_rows, grid.height - row))
+            relative_elevation, slope = terrain.read(window=window)
+            tcvis_block = tcvis.read(window=window) if tcvis is not None else None
+            block = build_input_stack(read_optical(assets, window), relative_elevation, slope, tcvis_block, params)
+            valid_pixels += int((block != params.invalid_value).any(axis=0).sum())
+            sink.write(block, window=window)
+        if valid_pixels == 0:
+            raise ValueError("no pixel is valid in both the scene and its auxiliary layers: refusing an empty stack")
+    return valid_pixels / (grid.width * grid.height)
+
+
+@contextmanager
+def _open_on_grid(path: Path, grid: Grid, bands: int) -> Iterator[rasterio.io.DatasetReader]:
+    """A raster that must lie on ``grid`` with ``bands`` bands (ValueError naming the file otherwise)."""
+    with rasterio.open(path) as source:
+        on_grid = source.shape == grid.shape and source.transform.almost_equals(grid.transform)
+        if not on_grid or source.count != bands:
+            raise ValueError(
+                f"{Path(path).name}: {source.count} bands of {source.shape} do not match the scene grid "
+                f"{grid.shape} with {bands} bands"
+            )
+        yield source
+
+
+def read_quicklook_bands(path: Path) -> np.ndarray:
+    """A stack GeoTIFF read at the reduced size of its quick-look (nearest neighbour, via GDAL's decimated read)."""
+    with rasterio.open(path) as source:
+        panels = 1 + sum(name in AUX_BANDS for name in source.descriptions)
+        step = int(np.ceil(max(source.height, source.width * panels) / QUICKLOOK_MAX_PX))
+        shape = (source.count, -(-source.height // step), -(-source.width // step))
+        return source.read(out_shape=shape, resampling=Resampling.nearest)
 
 
 def stack_tags(params: StackParams) -> dict[str, Any]:

@@ -124,6 +124,7 @@ def assert_only_scene_failed(run: GraphRun, broken: str, *named: str) -> None:
         if scene_id == broken:
             assert not outcome.success
             assert f"scene {broken}" in outcome.error and all(text in outcome.error for text in named), outcome.error
+            assert f"scene {broken}: scene {broken}" not in outcome.error, outcome.error  # named once
         else:
             assert outcome.success, outcome.error
     others = set(run.outcomes) - {broken}
@@ -145,6 +146,7 @@ def test_corrupt_or_truncated_geotiff_fails_that_scene_only(region, folders, tmp
     for scene_id, path in ((EAST, truncated_sr), (WEST_2021, corrupt_udm2)):
         assert not run.outcomes[scene_id].success
         assert f"scene {scene_id}: cannot read {path.name}" in run.outcomes[scene_id].error
+        assert f"scene {scene_id}: scene {scene_id}" not in run.outcomes[scene_id].error
     assert run.materialised == {"planet_scene_item": {WEST}, "planet_scene": {WEST}}
 
 

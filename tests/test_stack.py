@@ -15,12 +15,16 @@ from affine import Affine
 from PIL import Image
 
 from darts_core.params import BAND_ORDER_NOTCVIS, BAND_ORDER_TCVIS, BandNormalisation, StackParams
-from darts_core.planet import PlanetScene, ndvi, read_planet_scene
+from darts_core.planet import PlanetScene, ndvi, read_planet_assets, read_planet_scene
+from darts_core.planet_catalogue import PlanetAssets, find_planet_assets
+from darts_core.rasters import Grid, write_geotiff
 from darts_core.stack import (
+    TCVIS_BANDS,
     build_input_stack,
     read_stack_geotiff,
     stack_quicklook_png,
     stack_validity,
+    write_stack_by_blocks,
     write_stack_geotiff,
 )
 
@@ -233,3 +237,54 @@ def test_quicklook_png_decodes(big_stack: tuple[PlanetScene, np.ndarray], bands:
     panel_width = (image.width - 2 * (panels - 1)) / panels
     assert panel_width == pytest.approx(image.height * 520 / 300, abs=2)
     assert np.asarray(image).any()
+
+
+# --- block by block ----------------------------------------------------------------------------------
+
+
+REAL_ITEM = "20160909_213104_0e19"
+
+
+def real_scene_with_aux(folder: Path, tmp_path: Path) -> tuple[PlanetAssets, Path, Path]:
+    """The real PlanetScope scene's assets and terrain/TCVIS rasters on its grid (with non-finite pixels)."""
+    assets = find_planet_assets(folder)
+    grid = Grid.from_raster(str(assets.sr))
+    rng = np.random.default_rng(3)
+    terrain = rng.normal(0, 5, (2, *grid.shape)).astype(np.float32)
+    terrain[0, :40, :60] = np.nan
+    tcvis = rng.integers(0, 255, (3, *grid.shape), dtype=np.uint8).astype(np.float32)
+    write_geotiff(tmp_path / "terrain.tif", terrain, grid, ["relative_elevation", "slope"])
+    write_geotiff(tmp_path / "tcvis.tif", tcvis, grid, list(TCVIS_BANDS))
+    return assets, tmp_path / "terrain.tif", tmp_path / "tcvis.tif"
+
+
+@pytest.mark.parametrize("block_rows", [64, 100, 100_000])
+def test_stack_by_blocks_equals_the_whole_scene_stack(shared_data: Path, tmp_path: Path, block_rows: int) -> None:
+    assets, terrain_path, tcvis_path = real_scene_with_aux(shared_data / "planetscope", tmp_path)
+    scene = read_planet_assets(assets)
+    with rasterio.open(terrain_path) as terrain, rasterio.open(tcvis_path) as tcvis:
+        expected = build_input_stack(scene, *terrain.read(), tcvis.read())
+    write_stack_geotiff(tmp_path / "whole.tif", expected, scene.crs, scene.transform, extra_tags={"scene": REAL_ITEM})
+    blocks = tmp_path / "blocks.tif"
+    valid_fraction = write_stack_by_blocks(
+        assets, terrain_path, tcvis_path, blocks, extra_tags={"scene": REAL_ITEM}, block_rows=block_rows
+    )
+    assert valid_fraction == pytest.approx((expected != 0).any(axis=0).mean())
+    with rasterio.open(tmp_path / "whole.tif") as whole, rasterio.open(blocks) as written:
+        np.testing.assert_array_equal(written.read(), expected)
+        assert written.profile == whole.profile and written.tags() == whole.tags()
+        assert written.descriptions == whole.descriptions
+
+
+def test_stack_by_blocks_refuses_aux_off_the_scene_grid_and_an_empty_stack(shared_data: Path, tmp_path: Path) -> None:
+    assets, terrain_path, tcvis_path = real_scene_with_aux(shared_data / "planetscope", tmp_path)
+    grid = Grid.from_raster(str(assets.sr))
+    shifted = tmp_path / "shifted_terrain.tif"
+    write_geotiff(shifted, np.zeros((2, *grid.shape), np.float32), grid.subgrid(1, 0, *grid.shape), ["a", "b"])
+    with pytest.raises(ValueError, match="shifted_terrain.tif"):
+        write_stack_by_blocks(assets, shifted, tcvis_path, tmp_path / "stack.tif")
+    all_nan = tmp_path / "nan_terrain.tif"
+    write_geotiff(all_nan, np.full((2, *grid.shape), np.nan, np.float32), grid, ["a", "b"])
+    with pytest.raises(ValueError, match="no pixel is valid"):
+        write_stack_by_blocks(assets, all_nan, tcvis_path, tmp_path / "stack.tif")
+    assert not (tmp_path / "stack.tif").exists()
