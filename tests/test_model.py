@@ -320,6 +320,15 @@ def test_training_is_seeded():
     assert (runs[0].train_loss, runs[0].val_loss, runs[0].f1) == (runs[1].train_loss, runs[1].val_loss, runs[1].f1)
 
 
+def test_mixed_precision_training_keeps_fp32_weights_and_learns():
+    """bf16 autocast (TorchDevice.training_precision): weights, optimiser and loss stay fp32, the loss falls."""
+    train, val = easy_patches(32, seed=0), easy_patches(8, seed=1)
+    params = tiny_params(epochs=2, batch_size=8, learning_rate=3e-3)
+    model, history = train_model(train, val, SMALL_MODEL, params, autocast_dtype=torch.bfloat16)
+    assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
+    assert history[-1].train_loss < history[0].train_loss and np.isfinite(history[-1].val_loss)
+
+
 # --- checkpoints ----------------------------------------------------------------------------------------
 
 
