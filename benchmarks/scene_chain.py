@@ -55,8 +55,8 @@ from darts_core.params import (
 )
 from darts_core.planet import read_metadata, read_planet_assets
 from darts_core.planet_catalogue import find_planet_assets
-from darts_core.rasters import Grid, write_geotiff
-from darts_core.stack import build_input_stack, write_stack_geotiff
+from darts_core.rasters import Grid, bounded_gdal_cache, write_geotiff
+from darts_core.stack import build_input_stack, write_stack_by_blocks, write_stack_geotiff
 from resources.aux_sources import LocalMosaicSource
 from resources.gpu import TorchDevice
 
@@ -140,6 +140,14 @@ def step_water(paths: ChainPaths) -> dict:
 
 
 def step_stack(paths: ChainPaths) -> dict:
+    """As the ``input_stack`` asset: built and written block by block of rows."""
+    assets = find_planet_assets(paths.scene.folder)
+    terrain, tcvis, stack = paths.file("terrain.tif"), paths.file("tcvis.tif"), paths.file("input_stack.tif")
+    return {"valid_fraction": round(write_stack_by_blocks(assets, terrain, tcvis, stack), 3)}
+
+
+def step_stack_whole(paths: ChainPaths) -> dict:
+    """The previous ``input_stack``: the whole scene read, stacked in memory, then written."""
     scene = read_scene(paths)
     relative_elevation, slope = read_bands(paths.file("terrain.tif"))
     stack = build_input_stack(scene, relative_elevation, slope, read_bands(paths.file("tcvis.tif")))
@@ -169,7 +177,7 @@ def predict_stack(stack_path: Path, checkpoint: Path, bands: int, current: bool)
         model, dtype, batch_size = load_previous(checkpoint), None, InferenceParams().batch_size
     indexes = list(range(1, bands + 1))
     started = time.perf_counter()
-    with rasterio.open(stack_path) as stack:
+    with bounded_gdal_cache(), rasterio.open(stack_path) as stack:
 
         def read_window(row: int, col: int, rows: int, cols: int) -> np.ndarray:
             window = rasterio.windows.Window(col, row, cols, rows)
@@ -239,6 +247,7 @@ STEPS: list[tuple[str, Callable[..., dict], tuple]] = [
     ("cleaning", step_cleaning, ()),
     ("polygons + Level 1", step_level1, ()),
 ]
+PREVIOUS_STEPS = [("(previous input stack: whole scene)", step_stack_whole, ())]  # side by side, not in the total
 
 
 # --- running steps in fresh processes ---------------------------------------------------------------------
@@ -281,7 +290,7 @@ def chain_steps(paths: ChainPaths) -> list[StepResult]:
     """Every step once, in order (run in a fresh process); prints each row as it finishes."""
     pixels = paths.scene.width * paths.scene.height
     results = []
-    for label, step, args in STEPS:
+    for label, step, args in STEPS + PREVIOUS_STEPS:
         result = timed_step(step, paths, args)
         results.append(result)
         above = result.peak_bytes - result.start_bytes
@@ -359,9 +368,10 @@ def prepared_scene(root: Path, width: int, height: int, checkpoints: dict[str, P
 def run_chain(paths: ChainPaths) -> list[tuple[str, StepResult]]:
     """The chain in one fresh process (the size after imports is its start), each step's peak on its own."""
     print(f"  {'step':<38} {'s':>7} {'peak MB':>8} {'above start':>12} {'B/px':>6}  info", flush=True)
-    results = list(zip([label for label, _, _ in STEPS], in_fresh_process(chain_steps, paths), strict=True))
-    total = sum(result.seconds for _, result in results)
-    peak = max(result.peak_bytes for _, result in results)
+    labels = [label for label, _, _ in STEPS + PREVIOUS_STEPS]
+    results = list(zip(labels, in_fresh_process(chain_steps, paths), strict=True))
+    total = sum(result.seconds for _, result in results[: len(STEPS)])
+    peak = max(result.peak_bytes for _, result in results[: len(STEPS)])
     print(f"  {'total':<38} {total:7.1f} {peak / 1e6:8.0f}   (peak of any step; bar {MEMORY_BAR_GB:.0f} GB)")
     return results
 
@@ -517,6 +527,8 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; device: {TorchDevice(device='cpu').describe()}"
     )
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as temp:
         root = Path(temp)
         checkpoints = write_checkpoints(root, calibration_stack(root / "calibration"))
