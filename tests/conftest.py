@@ -40,3 +40,22 @@ def stac_item(item_id: str, day: int = 1, cloud_cover: float = 0.0, lon: float =
         "links": [],
         "assets": {"sr": {"href": f"/nonexistent/{item_id}_3B_AnalyticMS_SR_clip.tif"}},
     }
+
+
+# Test files that start long-running processes (the whole demo, Dagster instances, servers), scheduled first so
+# that `pytest -n` (pytest-xdist, one file per worker at a time) overlaps them with the many short tests.
+SLOW_FIRST = (
+    "test_demo_cli.py",
+    "test_scale_out.py",
+    "test_ui_browser.py",
+    "test_gcs_storage.py",
+    "test_security.py",
+    "test_faults.py",
+    "test_model.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow files first (in SLOW_FIRST order), then the rest in collection order (a stable sort)."""
+    rank = {name: index for index, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))
