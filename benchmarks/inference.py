@@ -7,9 +7,9 @@ CPU: fp32 with batch sizes 1 and 2, channels-last, bf16 autocast, and the model 
 this CPU (BatchNorm folded, one patch per forward pass, bf16 where the CPU has native bf16). CUDA (when available):
 fp32 vs bf16 autocast, channels-last, batch sizes 1-16, with and without ``torch.compile``, each as a share of the
 physical limit: the GPU's dense bf16 peak over the model's FLOPs per pixel (counted with
-``torch.utils.flop_counter``; printed on any device, with the limits of an A100, H100 and H200). The model is the paper's UNet++/resnet34/depth 3 (decoder
-256, 128, 64) with random weights (speed does not depend on the weights), 10 input bands; patches 1024 px with 256
-overlap as in production.
+``torch.utils.flop_counter``; printed on any device, with the limits of an A100, H100 and H200). The model is the
+paper's UNet++/resnet34/depth 3 (decoder 256, 128, 64) with random weights (speed does not depend on the weights),
+10 input bands; patches 1024 px with 256 overlap as in production.
 """
 
 from __future__ import annotations

@@ -161,14 +161,17 @@ def load_previous(checkpoint: Path) -> torch.nn.Module:
     return model.eval().to(memory_format=torch.channels_last)
 
 
-def predict(paths: ChainPaths, variant: str, current: bool) -> tuple[np.ndarray, float]:
+def predict(paths: ChainPaths, variant: str, current: bool, read_ahead: bool = False) -> tuple[np.ndarray, float]:
     """Probabilities of one model over the stack (read window by window, as the asset does) and the seconds."""
     bands = len(MODEL_BANDS[variant])
-    return predict_stack(paths.file("input_stack.tif"), paths.checkpoints[variant], bands, current)
+    return predict_stack(paths.file("input_stack.tif"), paths.checkpoints[variant], bands, current, read_ahead)
 
 
-def predict_stack(stack_path: Path, checkpoint: Path, bands: int, current: bool) -> tuple[np.ndarray, float]:
-    """Probabilities over the first ``bands`` bands of a stack with the current or the previous inference path."""
+def predict_stack(
+    stack_path: Path, checkpoint: Path, bands: int, current: bool, read_ahead: bool = False
+) -> tuple[np.ndarray, float]:
+    """Probabilities over the first ``bands`` bands of a stack with the current or the previous inference path
+    (which read no patch ahead)."""
     device = TorchDevice(device="cpu")
     if current:
         model, _ = device.load_model(checkpoint)
@@ -184,7 +187,16 @@ def predict_stack(stack_path: Path, checkpoint: Path, bands: int, current: bool)
             return stack.read(indexes, window=window).astype(np.float32, copy=False)
 
         result = predict_probabilities(
-            read_window, stack.height, stack.width, model, InferenceParams(), "cpu", dtype, True, batch_size
+            read_window,
+            stack.height,
+            stack.width,
+            model,
+            InferenceParams(),
+            "cpu",
+            dtype,
+            True,
+            batch_size,
+            read_ahead=current and read_ahead,
         )
     return result.probabilities, time.perf_counter() - started
 
@@ -379,25 +391,28 @@ def run_chain(paths: ChainPaths) -> list[tuple[str, StepResult]]:
 # --- inference: previous path against the current one ------------------------------------------------------
 
 
-def models_once(paths: ChainPaths, current: bool) -> dict[str, tuple[np.ndarray, float, int]]:
+def models_once(paths: ChainPaths, current: bool, read_ahead: bool = False) -> dict[str, tuple[np.ndarray, float, int]]:
     """Per model: probabilities, seconds and peak memory of one run each (in a fresh process)."""
     runs = {}
     for variant in MODEL_BANDS:
         reset_peak_memory()
-        probability, seconds = predict(paths, variant, current)
+        probability, seconds = predict(paths, variant, current, read_ahead)
         runs[variant] = (probability, seconds, memory_status("VmHWM"))
     return runs
 
 
-def interleaved_runs(paths: ChainPaths, repeat: int) -> list[dict[str, tuple[np.ndarray, float, int]]]:
-    """[previous, current] per model: first probabilities, best seconds, largest peak over ``repeat`` rounds.
+def interleaved_runs(
+    paths: ChainPaths, repeat: int, settings: tuple[tuple[bool, bool], ...] = ((False, False), (True, False))
+) -> list[dict[str, tuple[np.ndarray, float, int]]]:
+    """Per (current, read_ahead) setting and model: first probabilities, best seconds, largest peak over ``repeat``
+    rounds (default: [previous, current]).
 
-    Each round runs the previous path, then the current one, each in a fresh process, so that load from other
-    users of the machine hits both alike.
+    Each round runs every setting in turn, each in a fresh process, so that load from other users of the machine
+    hits them alike.
     """
-    rounds = [[in_fresh_process(models_once, paths, current) for current in (False, True)] for _ in range(repeat)]
+    rounds = [[in_fresh_process(models_once, paths, *setting) for setting in settings] for _ in range(repeat)]
     best = []
-    for setting in range(2):
+    for setting in range(len(settings)):
         runs = [round_[setting] for round_ in rounds]
         best.append(
             {
@@ -464,6 +479,20 @@ def compare_inference(paths: ChainPaths, repeat: int) -> None:
     print(f"  {cleaned_agreement(paths, *ensembles, valid)}")
 
 
+def compare_read_ahead(paths: ChainPaths, repeat: int) -> None:
+    """The current path with and without the background patch reader, both models, side by side."""
+    scene = paths.scene
+    print(f"\nRead-ahead, both models, {scene.width} x {scene.height} px, best of {repeat} interleaved runs:")
+    without, with_ = interleaved_runs(paths, repeat, settings=((True, False), (True, True)))
+    for label, runs in (("patches read in the inference thread", without), ("patches read ahead by a thread", with_)):
+        seconds = sum(run[1] for run in runs.values())
+        peak = max(run[2] for run in runs.values())
+        print(f"  {label:<46} {seconds:7.1f} s  peak {peak / 1e9:5.2f} GB")
+    ratio = sum(run[1] for run in without.values()) / sum(run[1] for run in with_.values())
+    same = all(np.array_equal(without[variant][0], with_[variant][0]) for variant in MODEL_BANDS)
+    print(f"  speed-up {ratio:.3f}x; identical probabilities: {same}")
+
+
 def demo_agreement(home: Path) -> None:
     """Previous vs current inference path with the trained models of a finished ``darts demo`` on its scenes."""
     checkpoints = {variant: home / "models" / f"{variant}.pt" for variant in MODEL_BANDS}
@@ -516,6 +545,7 @@ def main() -> None:
     parser.add_argument("--size", action="append", type=parse_size, help="WIDTHxHEIGHT (repeatable)")
     parser.add_argument("--compare", type=parse_size, default=(2048, 2048), help="scene size of the comparison")
     parser.add_argument("--no-compare", action="store_true")
+    parser.add_argument("--read-ahead", action="store_true", help="compare read-ahead on/off instead")
     parser.add_argument("--repeat", type=int, default=2, help="runs per setting in the comparison (best is kept)")
     parser.add_argument("--workdir", type=Path, default=None, help="where scenes are written (default: temp)")
     parser.add_argument("--demo-home", type=Path, help="only compare the paths on the trained models of a demo home")
@@ -546,7 +576,10 @@ def main() -> None:
                 paths = prepared_scene(root / "compare", *args.compare, checkpoints)
                 for _, step, step_args in STEPS[:5]:
                     in_fresh_process(timed_step, step, paths, step_args)
-            compare_inference(paths, args.repeat)
+            if args.read_ahead:
+                compare_read_ahead(paths, args.repeat)
+            else:
+                compare_inference(paths, args.repeat)
 
 
 if __name__ == "__main__":

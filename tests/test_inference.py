@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -142,15 +144,18 @@ def test_out_of_memory_as_runtime_error_message_and_final_failure():
     assert calls == [4]
 
 
-def test_patches_are_read_lazily_one_batch_at_a_time():
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_patches_are_read_lazily_at_most_one_batch_ahead(read_ahead: bool):
     shape, batch_size = (300, 400), 3
     stack = random_stack(*shape, bands=1)
     reads: list[tuple[int, int, int, int]] = []
+    readers: set[str] = set()
     progress: list[tuple[int, int]] = [(0, 0)]
     outstanding: list[int] = []
 
     def read_window(row: int, col: int, height: int, width: int) -> np.ndarray:
         reads.append((row, col, height, width))
+        readers.add(threading.current_thread().name)
         outstanding.append(len(reads) - progress[-1][0])
         return stack[:, row : row + height, col : col + width]
 
@@ -161,12 +166,36 @@ def test_patches_are_read_lazily_one_batch_at_a_time():
         SMALL,
         batch_size=batch_size,
         on_batch=lambda d, t: progress.append((d, t)),
+        read_ahead=read_ahead,
     )
     assert len(reads) == result.patches
-    assert max(outstanding) == batch_size
+    # read but not yet run: the batch being filled, plus (reading ahead) one queued batch and the patch in hand
+    assert max(outstanding) == (2 * batch_size + 1 if read_ahead else batch_size)
+    assert readers == ({"patch-reader"} if read_ahead else {threading.current_thread().name})
     assert progress[-1] == (result.patches, result.patches)
     assert [done for done, _ in progress[1:-1]] == list(range(batch_size, result.patches, batch_size))
     assert all(h <= 64 and w <= 64 for _, _, h, w in reads)
+    expected = predict_probabilities(band_reader(stack), *shape, first_band_logits, SMALL, read_ahead=False)
+    np.testing.assert_array_equal(result.probabilities, expected.probabilities)
+
+
+def test_a_failing_read_ahead_raises_in_the_caller_and_a_failing_model_stops_the_reader():
+    stack = random_stack(150, 200, bands=1)
+
+    def broken_read(row: int, col: int, height: int, width: int) -> np.ndarray:
+        if row > 0:
+            raise OSError("input_stack.tif: read error at row 48")
+        return stack[:, row : row + height, col : col + width]
+
+    with pytest.raises(OSError, match="input_stack.tif: read error"):
+        predict_probabilities(broken_read, 150, 200, first_band_logits, SMALL, read_ahead=True)
+
+    def broken_model(batch: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("model failed")
+
+    with pytest.raises(RuntimeError, match="model failed"):
+        predict_probabilities(band_reader(stack), 150, 200, broken_model, SMALL, read_ahead=True)
+    assert not [thread for thread in threading.enumerate() if thread.name == "patch-reader"]
 
 
 def test_multiband_model_autocast_and_channels_last_run_on_cpu():
