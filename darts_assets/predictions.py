@@ -80,7 +80,7 @@ def predict_scene(storage: StorageRoot, gpu: TorchDevice, scene_id: str, variant
             raise ValueError(f"checkpoint {checkpoint} needs bands {missing} that stack {stack_path} lacks")
         check_bands(config, config["bands"], checkpoint, {band: normalisation[band] for band in config["bands"]})
         indexes = [stack_bands.index(band) + 1 for band in config["bands"]]
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.time()
         with bounded_gdal_cache(), rasterio.open(stack_path) as stack:
             height, width = stack.height, stack.width
 
@@ -110,6 +110,7 @@ def predict_scene(storage: StorageRoot, gpu: TorchDevice, scene_id: str, variant
         "patches": result.patches,
         "seconds": round(seconds, 3),
         "pixels_per_second": round(height * width / seconds),
+        "device_interval": [round(started_at, 3), round(started_at + seconds, 3)],  # unix s, the model at work
     }
     return result.probabilities, run
 
@@ -131,7 +132,8 @@ def probability_asset(variant: str) -> AssetsDefinition:
         description=f"Probability (percent, uint8) of the {variant} model, patches blended with linear ramps.",
     )
     def probability(context: AssetExecutionContext, storage: StorageRoot, gpu: TorchDevice) -> MaterializeResult:
-        return materialize_scenes(context, lambda scene_id: write_probability(storage, gpu, scene_id, variant))
+        with gpu.exclusive():
+            return materialize_scenes(context, lambda scene_id: write_probability(storage, gpu, scene_id, variant))
 
     return probability
 

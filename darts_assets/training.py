@@ -105,15 +105,16 @@ def model_checkpoint(
             AssetObservation(asset_key=context.asset_key, partition=variant, metadata=as_metadata(record))
         )
 
-    model, history = train_model(
-        train,
-        val,
-        model_params,
-        params,
-        device=gpu.torch_device(),
-        on_epoch=log_epoch,
-        autocast_dtype=gpu.training_autocast_dtype(),
-    )
+    with gpu.exclusive():
+        model, history = train_model(
+            train,
+            val,
+            model_params,
+            params,
+            device=gpu.torch_device(),
+            on_epoch=log_epoch,
+            autocast_dtype=gpu.training_autocast_dtype(),
+        )
     config = checkpoint_config(
         name=f"{variant}_{training.preset}",
         model_params=model_params,

@@ -5,6 +5,12 @@ Models are loaded once per run (per checkpoint file and version) and kept in a p
 
 from __future__ import annotations
 
+import fcntl
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +21,7 @@ from pydantic import Field, PrivateAttr
 from darts_core.inference import PatchByPatch, cpu_has_native_bf16, fold_batchnorm
 from darts_core.model import load_checkpoint
 
+DEVICE_LOCK_FOLDER_ENV = "DARTS_DEVICE_LOCK_FOLDER"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -38,6 +45,11 @@ class TorchDevice(ConfigurableResource):
         default=8, ge=1, description="patches per forward pass on GPU (halved on CUDA out-of-memory); CPU: one by one"
     )
     cpu_threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 keeps torch's default")
+    lock_folder: str = Field(
+        default="",
+        description=f"folder of the per-device lock files of this machine; empty: ${DEVICE_LOCK_FOLDER_ENV}, else "
+        "the system temp folder",
+    )
 
     _models: dict[tuple[str, float], tuple[torch.nn.Module, dict[str, Any]]] = PrivateAttr(default_factory=dict)
     _model_loads: int = PrivateAttr(default=0)
@@ -82,6 +94,25 @@ class TorchDevice(ConfigurableResource):
             "channels_last": self.channels_last,
             "batch_size": self.batch_size,
         }
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold this machine's lock on the device: one model at a time per device, across processes.
+
+        Dagster's ``gpu`` pool keeps model steps apart through the instance, but on the SQLite instance of one
+        machine two runs' steps claiming the last free slot at the same moment can both get it (the claim's
+        ``SELECT ... FOR UPDATE`` is a no-op in SQLite; seen in tests/test_scale_out.py); this lock makes the
+        guarantee hold there too. A step blocked by it waits, as it would for the pool.
+        """
+        folder = Path(self.lock_folder or os.environ.get(DEVICE_LOCK_FOLDER_ENV) or tempfile.gettempdir())
+        folder.mkdir(parents=True, exist_ok=True)
+        device = re.sub(r"[^A-Za-z0-9]+", "-", str(self.torch_device()))
+        with open(folder / f"darts-device-{device}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def load_model(self, checkpoint: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         """The checkpoint's model on this device in eval mode, loaded once per file version.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from resources.gpu import DEVICE_LOCK_FOLDER_ENV
 from tests.dagster_ui import darts_ui, graphql_scene_run  # noqa: F401  (shared session fixtures)
 
 SHARED_DATA_ENV = "DARTS_SHARED_DATA"
@@ -40,6 +42,16 @@ def stac_item(item_id: str, day: int = 1, cloud_cover: float = 0.0, lon: float =
         "links": [],
         "assets": {"sr": {"href": f"/nonexistent/{item_id}_3B_AnalyticMS_SR_clip.tif"}},
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def device_lock_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Each test process (xdist worker) locks its own "device": the demo training in one worker must not hold up
+    the model steps of another (within a worker, concurrent runs still share the lock, as on one machine)."""
+    folder = tmp_path_factory.mktemp("device_locks")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(DEVICE_LOCK_FOLDER_ENV, str(folder))
+        yield folder
 
 
 # Test files that start long-running processes (the whole demo, Dagster instances, servers), scheduled first so

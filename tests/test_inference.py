@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -279,3 +282,19 @@ def test_cpu_precision_follows_native_bf16_support():
     device = TorchDevice(device="cpu")
     assert device.autocast_dtype() == (torch.bfloat16 if cpu_has_native_bf16() else None)
     assert TorchDevice(device="cpu", precision="fp32").autocast_dtype() is None
+
+
+def hold_the_device(lock_folder: str, seconds: float) -> tuple[float, float]:
+    """In a child process: the device lock held for ``seconds``; (acquired, released) times."""
+    with TorchDevice(device="cpu", lock_folder=lock_folder).exclusive():
+        acquired = time.time()
+        time.sleep(seconds)
+        return acquired, time.time()
+
+
+def test_device_lock_keeps_processes_apart(tmp_path):
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        holds = sorted(pool.map(hold_the_device, [str(tmp_path)] * 2, [0.5] * 2))
+    (_, first_released), (second_acquired, _) = holds
+    assert second_acquired >= first_released
+    assert [path.name for path in tmp_path.iterdir()] == ["darts-device-cpu.lock"]
