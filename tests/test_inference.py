@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -284,17 +282,22 @@ def test_cpu_precision_follows_native_bf16_support():
     assert TorchDevice(device="cpu", precision="fp32").autocast_dtype() is None
 
 
-def hold_the_device(lock_folder: str, seconds: float) -> tuple[float, float]:
-    """In a child process: the device lock held for ``seconds``; (acquired, released) times."""
-    with TorchDevice(device="cpu", lock_folder=lock_folder).exclusive():
-        acquired = time.time()
-        time.sleep(seconds)
-        return acquired, time.time()
+def test_device_lock_keeps_holders_apart(tmp_path):
+    """flock locks belong to open files, so two holders in one process exclude each other as two processes do."""
+    device = TorchDevice(device="cpu", lock_folder=str(tmp_path))
+    held: list[tuple[str, float]] = []
 
+    def hold(name: str) -> None:
+        with device.exclusive():
+            held.append((f"{name} acquired", time.monotonic()))
+            time.sleep(0.3)
+            held.append((f"{name} released", time.monotonic()))
 
-def test_device_lock_keeps_processes_apart(tmp_path):
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        holds = sorted(pool.map(hold_the_device, [str(tmp_path)] * 2, [0.5] * 2))
-    (_, first_released), (second_acquired, _) = holds
-    assert second_acquired >= first_released
+    first = threading.Thread(target=hold, args=("first",))
+    first.start()
+    while not held:
+        time.sleep(0.01)
+    hold("second")
+    first.join()
+    assert [event for event, _ in held] == ["first acquired", "first released", "second acquired", "second released"]
     assert [path.name for path in tmp_path.iterdir()] == ["darts-device-cpu.lock"]
