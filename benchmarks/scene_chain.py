@@ -38,6 +38,7 @@ import torch
 from scipy import ndimage
 from synthetic_scene import SyntheticScene, synthesise_scene
 
+from darts_assets.training import VARIANT_BANDS
 from darts_core.cleaning import clean_mask, ensemble_mean, polygonise
 from darts_core.inference import predict_probabilities
 from darts_core.level1 import level1_features, write_level1
@@ -60,7 +61,7 @@ from darts_core.stack import build_input_stack, write_stack_by_blocks, write_sta
 from resources.aux_sources import LocalMosaicSource
 from resources.gpu import TorchDevice
 
-MODEL_BANDS = {"tcvis": BAND_ORDER_TCVIS, "notcvis": BAND_ORDER_NOTCVIS}
+MODEL_BANDS = VARIANT_BANDS  # as the model_checkpoint asset trains them
 PERCENT_NODATA = 255
 REFERENCE = {"seconds": 115.0, "peak_gb": 16.6}  # best public DARTS pipeline, 2048 x 2048 px, both models, 2 cores
 MEMORY_BAR_GB = 4.0

@@ -8,11 +8,9 @@ partition with a message naming the scene and file.
 import json
 import time
 from contextlib import ExitStack
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import rasterio
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from darts_assets.batching import SCENE_BACKFILL_POLICY, materialize_scenes
@@ -23,14 +21,12 @@ from darts_core.planet import PlanetScene, read_metadata, read_planet_assets
 from darts_core.planet_catalogue import PlanetAssets
 from darts_core.rasters import Grid, write_geotiff
 from darts_core.scene_inputs import verify_scene_item
-from darts_core.stack import read_quicklook_bands, stack_quicklook_png, write_stack_by_blocks
+from darts_core.stack import AUX_BANDS, TCVIS_BANDS, read_quicklook_bands, stack_quicklook_png, write_stack_by_blocks
 from partitions import scene_partitions
 from resources.aux_sources import AuxLayerSource
 from resources.storage import StorageRoot
 
 FOOTPRINTS_FOLDER = "footprints"
-TERRAIN_BANDS = ("relative_elevation", "slope")
-TCVIS_BANDS = ("tc_brightness", "tc_greenness", "tc_wetness")
 
 
 def catalogued_assets(storage: StorageRoot, scene_id: str) -> PlanetAssets:
@@ -137,7 +133,7 @@ def write_scene_terrain(storage: StorageRoot, aux_layers: AuxLayerSource, scene_
         relative_elevation, slope = aux_layers.terrain(grid, params)
         tags = {"darts_terrain_params": as_metadata(params), "source": aux_layers.describe()}
         path = write_scene_raster(
-            storage, scene_id, "terrain.tif", np.stack([relative_elevation, slope]), grid, TERRAIN_BANDS, np.nan, tags
+            storage, scene_id, "terrain.tif", np.stack([relative_elevation, slope]), grid, AUX_BANDS, np.nan, tags
         )
     return MaterializeResult(
         metadata={
@@ -247,11 +243,6 @@ def write_input_stack(storage: StorageRoot, scene_id: str) -> MaterializeResult:
             "quicklook": png_markdown(quicklook, scene_id),
         }
     )
-
-
-def read_bands(path: Path) -> np.ndarray:
-    with rasterio.open(path) as source:
-        return source.read()
 
 
 SCENE_INPUT_ASSETS = [planet_scene, scene_terrain, scene_tcvis, scene_water_mask, input_stack]

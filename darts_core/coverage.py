@@ -27,12 +27,13 @@ import shapely
 
 from darts_core.level1 import LONLAT_CRS, polygonal_parts, split_antimeridian
 from darts_core.level2 import (
+    SNAP_M,
     check_polar_crs,
     dissolve_groups,
     make_valid_polygonal,
     to_equal_area,
     to_lonlat,
-    touching_groups,
+    union_of_groups,
 )
 from darts_core.params import ProductParams
 
@@ -61,17 +62,13 @@ def _equal_area_union(geometries: gpd.GeoSeries, crs: str) -> shapely.Geometry:
 
 
 def union_in_groups(geometries: np.ndarray) -> shapely.MultiPolygon:
-    """The union of polygonal geometries, computed per group of touching polygons (``touching_groups``).
+    """The union of polygonal geometries in the polar CRS, computed per group of touching polygons.
 
     The same area as one ``union_all`` (groups at the antimeridian on the 1 mm grid, see ``dissolve_groups``), but
     each overlay only sees one cluster of footprints instead of the whole Arctic: 1.5x faster for a year of DARTS v1
     footprints (benchmarks/database.py). Groups are more than 1 mm apart, so their unions form a valid MultiPolygon.
     """
-    parts = np.array(polygonal_parts(shapely.GeometryCollection(list(geometries))), dtype=object)
-    if len(parts) == 0:
-        return shapely.MultiPolygon()
-    unions = dissolve_groups(parts, touching_groups(parts))
-    return shapely.MultiPolygon(polygonal_parts(shapely.GeometryCollection(list(unions))))
+    return union_of_groups(geometries, tolerance=SNAP_M, snap_at_antimeridian=True)
 
 
 def intersection_in_parts(geometries: list[shapely.Geometry]) -> shapely.MultiPolygon:

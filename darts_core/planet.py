@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,18 +108,19 @@ def read_planet_scene(
     falls back to SR data presence (mask kind "none", with a warning). ``item_id`` defaults to the
     metadata id and must match it when given.
     """
-    assets = classified_assets(sr_path, mask_path, metadata_path, item_id)
+    item_id, item_type, acquired = read_metadata(Path(metadata_path), item_id)
+    files = PlanetAssets(item_id, item_type, Path(sr_path), None, None, Path(metadata_path))
+    assets = classified_assets(files, mask_path)
     header = check_rasters(assets)  # band counts, dtypes, CRS, grids, truncation
-    _, item_type, acquired = read_metadata(assets.metadata, assets.item_id)
     optical = read_optical(assets, params=params)
+    kind = mask_kind(assets)
     if not optical.valid.any():
-        kind = mask_kind(assets)
-        raise SceneInputError(assets.item_id, f"no valid pixel in {assets.sr.name} ({kind} mask: all cloud or nodata)")
-    warning = NO_MASK_WARNING if mask_kind(assets) == "none" else None
+        raise SceneInputError(item_id, f"no valid pixel in {assets.sr.name} ({kind} mask: all cloud or nodata)")
+    warning = NO_MASK_WARNING if kind == "none" else None
     if warning:
-        logger.warning("scene %s: %s", assets.item_id, warning)
+        logger.warning("scene %s: %s", item_id, warning)
     return PlanetScene(
-        item_id=assets.item_id,
+        item_id=item_id,
         item_type=item_type,
         acquired=acquired,
         crs=header.crs.to_string(),
@@ -130,21 +131,16 @@ def read_planet_scene(
         ndvi=optical.ndvi,
         valid=optical.valid,
         footprint=data_footprint(optical.data, header.transform),
-        mask_kind=mask_kind(assets),
+        mask_kind=kind,
         valid_fraction=float(optical.valid.mean()),
         warning=warning,
     )
 
 
-def classified_assets(
-    sr_path: Path, mask_path: Path | None, metadata_path: Path, item_id: str | None = None
-) -> PlanetAssets:
-    """The scene's files with the mask filed as udm2 or udm by its band count (``item_id`` from the metadata)."""
-    sr_path, metadata_path = Path(sr_path), Path(metadata_path)
-    item_id, item_type, _ = read_metadata(metadata_path, item_id)
-    kind = _mask_kind(item_id, mask_path)
-    udm2, udm = (mask_path if kind == "udm2" else None), (mask_path if kind == "udm" else None)
-    return PlanetAssets(item_id, item_type, sr_path, udm2, udm, metadata_path)
+def classified_assets(assets: PlanetAssets, mask_path: Path | None) -> PlanetAssets:
+    """``assets`` with ``mask_path`` filed as their udm2 or udm by its band count."""
+    kind = _mask_kind(assets.item_id, mask_path)
+    return replace(assets, udm2=mask_path if kind == "udm2" else None, udm=mask_path if kind == "udm" else None)
 
 
 def mask_kind(assets: PlanetAssets) -> str:

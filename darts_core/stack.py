@@ -141,14 +141,14 @@ def write_stack_by_blocks(
     must lie on the scene grid. Returns the fraction of pixels valid in the stack; an all-invalid stack raises
     ValueError (and is not written).
     """
-    assets = classified_assets(assets.sr, assets.udm2 or assets.udm, assets.metadata, assets.item_id)
+    assets = classified_assets(assets, assets.udm2 or assets.udm)
     header = check_rasters(assets)
     grid = Grid(header.crs.to_string(), header.transform, header.shape[1], header.shape[0])
     tags = {**stack_tags(params), **(extra_tags or {})}
     valid_pixels = 0
     with ExitStack() as files:
         files.enter_context(bounded_gdal_cache())
-        terrain = files.enter_context(_open_on_grid(terrain_path, grid, 2))
+        terrain = files.enter_context(_open_on_grid(terrain_path, grid, len(AUX_BANDS)))
         tcvis = files.enter_context(_open_on_grid(tcvis_path, grid, len(TCVIS_BANDS))) if tcvis_path else None
         sink = files.enter_context(geotiff_writer(path, grid, params.bands, "float32", None, tags))
         for row in range(0, grid.height, block_rows):
