@@ -32,6 +32,7 @@ from shapely.geometry import LineString, box
 
 from darts_core.level1 import GEOHASH_ALPHABET, LONLAT_CRS, SQUARE_METRES_PER_HECTARE, polygonal_parts
 from darts_core.params import ProductParams
+from darts_core.threads import chunk_bounds, in_chunks, map_in_batches, map_in_threads
 
 LEVEL2_COLUMNS = (
     "id",
@@ -73,15 +74,32 @@ def check_polar_crs(crs: str) -> None:
 
 def to_equal_area(geometries: gpd.GeoSeries, crs: str) -> np.ndarray:
     """Geometries of any CRS (EPSG:4326 ones split at ±180° where they cross it) in the polar ``crs``, valid."""
-    projected = np.asarray(geometries.to_crs(crs).values, dtype=object)
-    return make_valid_polygonal(projected)
+    return make_valid_polygonal(reprojected(geometries, crs))
+
+
+def reprojected(geometries: gpd.GeoSeries, crs: str) -> np.ndarray:
+    """``geometries.to_crs(crs)`` as an array, the coordinates projected on all cores."""
+    if geometries.crs is None:
+        raise ValueError("geometries without a CRS cannot be projected")
+    transformer = Transformer.from_crs(geometries.crs, crs, always_xy=True)
+    return transformed(np.asarray(geometries.values, dtype=object), transformer)
+
+
+def transformed(geometries: np.ndarray, transformer: Transformer) -> np.ndarray:
+    """Every coordinate through ``transformer`` (x/y order), in chunks on all cores."""
+    return shapely.transform(geometries, lambda xy: in_chunks(lambda chunk: _through(transformer, chunk), xy))
+
+
+def _through(transformer: Transformer, xy: np.ndarray) -> np.ndarray:
+    return np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
 
 
 def make_valid_polygonal(geometries: np.ndarray) -> np.ndarray:
     """Repair invalid geometries, keeping their polygonal parts (lines and points from repairs are dropped)."""
     geometries = np.asarray(geometries, dtype=object).copy()
-    for index in np.flatnonzero(~shapely.is_valid(geometries)):
-        geometries[index] = _repaired(geometries[index])
+    invalid = np.flatnonzero(~in_chunks(shapely.is_valid, geometries))
+    for index, repaired in zip(invalid, map_in_threads(_repaired, geometries[invalid]), strict=True):
+        geometries[index] = repaired
     return geometries
 
 
@@ -96,7 +114,7 @@ def _repaired(geometry: shapely.Geometry) -> shapely.Geometry:
     parts = np.array(polygonal_parts(repaired), dtype=object)
     result = shapely.MultiPolygon(parts.tolist())
     if not result.is_valid:  # parts overlap: union each cluster of intersecting parts
-        left, right = shapely.STRtree(parts).query(parts, predicate="intersects")
+        left, right = query_pairs(shapely.STRtree(parts), parts)
         graph = coo_matrix((np.ones(len(left), dtype=bool), (left, right)), shape=(len(parts), len(parts)))
         labels = connected_components(graph, directed=False)[1]
         clusters = [shapely.union_all(parts[labels == label]) for label in np.unique(labels)]
@@ -114,7 +132,7 @@ def to_lonlat(geometries: np.ndarray, crs: str) -> np.ndarray:
     if shapely.intersects(geometries, shapely.Point(0.0, 0.0)).any():
         raise ValueError("a geometry contains the North Pole: not supported in EPSG:4326 output")
     transformer = Transformer.from_crs(crs, LONLAT_CRS, always_xy=True)
-    lonlat = shapely.transform(geometries, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+    lonlat = transformed(geometries, transformer)
     for index in np.flatnonzero(shapely.intersects(geometries, ANTIMERIDIAN)):
         lonlat[index] = _cut_at_antimeridian(geometries[index], transformer)
     return make_valid_polygonal(lonlat)
@@ -153,9 +171,37 @@ def _project_geometry(half: shapely.Geometry, transformer: Transformer, east: bo
 def touching_groups(geometries: np.ndarray, tolerance: float = SNAP_M) -> np.ndarray:
     """Connected-component label per geometry: geometries closer than ``tolerance`` share a label."""
     count = len(geometries)
-    left, right = shapely.STRtree(geometries).query(geometries, predicate="dwithin", distance=tolerance)
+    left, right = query_pairs(shapely.STRtree(geometries), geometries, tolerance)
     graph = coo_matrix((np.ones(len(left), dtype=bool), (left, right)), shape=(count, count))
     return connected_components(graph, directed=False)[1]
+
+
+def query_pairs(tree: shapely.STRtree, geometries: np.ndarray, distance: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(index in ``geometries``, index in the tree) of every pair that intersects (``distance`` 0) or is within
+    ``distance``, queried in chunks on all cores."""
+    geometries = np.asarray(geometries, dtype=object)
+
+    def chunk_pairs(rows: slice) -> np.ndarray:
+        if distance > 0:
+            pairs = tree.query(geometries[rows], predicate="dwithin", distance=distance)
+        else:  # the same pairs, 1.4x faster
+            pairs = tree.query(geometries[rows], predicate="intersects")
+        return pairs + np.array([[rows.start], [0]])
+
+    pairs = np.concatenate(map_in_threads(chunk_pairs, chunk_bounds(len(geometries))), axis=1)
+    return pairs[0], pairs[1]
+
+
+def clipped_intersection(small: np.ndarray, large: np.ndarray) -> np.ndarray:
+    """Row-wise intersection of geometries, each ``large`` one first cut to its ``small`` one's bounding box
+    (``clip_by_rect``, linear and without noding): 4x faster than a plain overlay of an H3 cell with a coverage
+    part of 10^5 vertices, the same areas to 1e-14 (benchmarks/database.py)."""
+    bounds = shapely.bounds(small)
+    boxed = [
+        None if geometry is None or np.isnan(box_bounds[0]) else shapely.clip_by_rect(geometry, *box_bounds)
+        for geometry, box_bounds in zip(large, bounds, strict=True)
+    ]
+    return shapely.intersection(small, np.array(boxed, dtype=object))
 
 
 def dissolve_groups(geometries: np.ndarray, labels: np.ndarray, snap_at_antimeridian: bool = True) -> np.ndarray:
@@ -171,10 +217,16 @@ def dissolve_groups(geometries: np.ndarray, labels: np.ndarray, snap_at_antimeri
     near_antimeridian = np.zeros(len(starts), dtype=bool)
     if snap_at_antimeridian:
         np.logical_or.at(near_antimeridian, labels, shapely.dwithin(geometries, ANTIMERIDIAN, SNAP_M))
-    unions = np.asarray(geometries, dtype=object)[order[starts]].copy()
-    for group in np.flatnonzero((sizes > 1) | near_antimeridian):
+    geometries = np.asarray(geometries, dtype=object)
+    unions = geometries[order[starts]].copy()
+
+    def union(group: int) -> shapely.Geometry:
         members = geometries[order[starts[group] : starts[group] + sizes[group]]]
-        unions[group] = shapely.union_all(members, grid_size=SNAP_M if near_antimeridian[group] else None)
+        return shapely.union_all(members, grid_size=SNAP_M if near_antimeridian[group] else None)
+
+    groups = np.flatnonzero((sizes > 1) | near_antimeridian)
+    for group, geometry in zip(groups, map_in_batches(union, groups, sizes[groups]), strict=True):
+        unions[group] = geometry
     return unions
 
 

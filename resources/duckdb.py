@@ -12,8 +12,8 @@ Every connection (``DartsDuckDB.connect`` or :func:`prepare_connection` on any c
   ``ST_GeomFromWKB``) and ``h3_candidate_cells(wkb BLOB, res INTEGER) -> VARCHAR[]``: a superset of the cells
   whose boundary polygon intersects the lon/lat geometry ``ST_AsWKB(geom)``. H3 draws polygon edges as great
   circles, DuckDB and GeoParquet as straight lon/lat lines (hundreds of metres apart along a 50 km edge), so
-  the geometry is segmentized to 0.1° first and H3's "overlap" set widened by one ring of neighbours; callers
-  keep the cells that really intersect.
+  the geometry is simplified by 1 % of a cell's edge and segmentized to 0.1° first and H3's "overlap" set
+  widened by one ring of neighbours; callers keep the cells that really intersect.
 - ``polygon_union(wkbs BLOB[]) -> BLOB``: the union of a list of polygonal geometries, as ``ST_Union_Agg`` gives
   it but computed per group of intersecting polygons in shapely (``list(ST_AsWKB(geom))`` in, ``ST_GeomFromWKB``
   around it): ``ST_Union_Agg`` over the 74,000 Level-2 features of DARTS v1 took minutes.
@@ -37,21 +37,25 @@ from pathlib import Path
 import duckdb
 import geopandas as gpd
 import h3
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import shapely
 from dagster import ConfigurableResource
 from duckdb.sqltypes import BLOB, DOUBLE, INTEGER, VARCHAR
 from fsspec.core import split_protocol
 from pydantic import Field
 
-from darts_core.level1 import split_antimeridian
-from darts_core.level2 import union_of_groups
+from darts_core.level1 import polygonal_parts, split_antimeridian
+from darts_core.level2 import clipped_intersection, union_of_groups
 from darts_core.params import ProductParams
+from darts_core.threads import in_chunks
 from resources.storage import darts_home, remote_filesystem
 
 DATABASE_FILE = "darts.duckdb"
 TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 LONLAT_CRS = "EPSG:4326"
+KM_PER_DEGREE_LATITUDE = 111.0  # at least (110.6 km at the equator, 111.7 km at the poles)
 
 
 def spatial_extension_path() -> Path | None:
@@ -94,15 +98,36 @@ def h3_cell_boundary_wkb(cell: str) -> bytes:
 
 
 def h3_candidate_cells(wkb: bytes, res: int) -> list[str]:
-    shape = h3.geo_to_h3shape(shapely.segmentize(shapely.from_wkb(wkb), 0.1))
+    shape = h3.geo_to_h3shape(shapely.segmentize(h3_outline(shapely.from_wkb(wkb), res), 0.1))
     overlapping = h3.h3shape_to_cells_experimental(shape, res, contain="overlap")
     return sorted({ring_cell for cell in overlapping for ring_cell in h3.grid_disk(cell, 1)})
+
+
+def h3_outline(geometry: shapely.Geometry, res: int) -> shapely.Geometry:
+    """``geometry`` simplified by 1 % of an H3 edge at ``res`` (the ring of neighbours added to the candidates
+    covers far more), parts that vanish kept whole: H3 reads 30x fewer vertices of a yearly coverage (4.4 M)."""
+    tolerance = 0.01 * h3.average_hexagon_edge_length(res, unit="km") / KM_PER_DEGREE_LATITUDE
+    parts = np.array(polygonal_parts(geometry), dtype=object)
+    if len(parts) == 0:
+        return geometry
+    simplified = shapely.simplify(parts, tolerance, preserve_topology=False)
+    kept = shapely.is_empty(simplified) | ~shapely.is_valid(simplified)
+    simplified[kept] = parts[kept]
+    return shapely.MultiPolygon(polygonal_parts(shapely.GeometryCollection(list(simplified))))
 
 
 def polygon_union_wkb(wkbs: list[bytes]) -> bytes:
     """WKB of the union of polygonal WKB geometries: ``ST_Union_Agg`` over a list, computed per group of
     intersecting polygons (``darts_core.level2.union_of_groups``), several times faster over the Level-2 features."""
     return shapely.to_wkb(union_of_groups(shapely.from_wkb(wkbs)))
+
+
+def polygon_intersection_wkb(first: pa.Array, second: pa.Array) -> pa.Array:
+    """WKB of the row-wise intersection of two WKB geometries (an arrow UDF: one call per chunk of rows),
+    the second cut to the first's box first (``darts_core.level2.clipped_intersection``), on all cores."""
+    first_shapes = shapely.from_wkb(first.to_numpy(zero_copy_only=False))
+    second_shapes = shapely.from_wkb(second.to_numpy(zero_copy_only=False))
+    return pa.array(shapely.to_wkb(in_chunks(clipped_intersection, first_shapes, second_shapes)), type=pa.binary())
 
 
 def register_h3(con: duckdb.DuckDBPyConnection) -> None:
@@ -114,8 +139,10 @@ def register_h3(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def register_union(con: duckdb.DuckDBPyConnection) -> None:
-    """``polygon_union(wkbs BLOB[]) -> BLOB``: the union of a list of polygonal WKB geometries."""
+    """``polygon_union(wkbs BLOB[]) -> BLOB``: the union of a list of polygonal WKB geometries;
+    ``polygon_intersection(a BLOB, b BLOB) -> BLOB``: the intersection of two, small ``a`` against large ``b``."""
     con.create_function("polygon_union", polygon_union_wkb, [duckdb.list_type(BLOB)], BLOB)
+    con.create_function("polygon_intersection", polygon_intersection_wkb, [BLOB, BLOB], BLOB, type="arrow")
 
 
 def sql_literal(value: str) -> str:

@@ -95,19 +95,24 @@ def write_hive(root: Path) -> dict[str, gpd.GeoDataFrame]:
 def dissolve_years(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """Per year the union of ``frame``, one row per connected part (like the Level-2 product)."""
     parts = frame.dissolve(by="year").reset_index()[["year", "geometry"]].explode(ignore_index=True)
-    return parts.assign(id=range(len(parts)))
+    return parts.assign(id=range(len(parts)), area_m2=km2(parts.geometry).to_numpy() * 1e6)
+
+
+def with_area_km2(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """``frame`` with the coverage products' ``area_km2`` column."""
+    return frame.assign(area_km2=km2(frame.geometry).to_numpy())
 
 
 def write_products(root: Path, level1: gpd.GeoDataFrame, footprints: gpd.GeoDataFrame) -> dict:
-    """Stand-ins for the colleague's product files (same names and geometry semantics)."""
-    coverage2 = footprints.dissolve(by="year").reset_index()[["year", "geometry"]]
+    """Stand-ins for the product files (same names, geometry semantics and area columns)."""
+    coverage2 = with_area_km2(footprints.dissolve(by="year").reset_index()[["year", "geometry"]])
     years = sorted(coverage2["year"])
     products = {
         "features_level1": level1,
         "features_level2": dissolve_years(level1),
-        "coverage_level1": footprints,
+        "coverage_level1": with_area_km2(footprints),
         "coverage_level2": coverage2,
-        "coverage_union": gpd.GeoDataFrame(geometry=[footprints.union_all()], crs="EPSG:4326"),
+        "coverage_union": with_area_km2(gpd.GeoDataFrame(geometry=[footprints.union_all()], crs="EPSG:4326")),
         "coverage_intersect": gpd.GeoDataFrame(
             geometry=[shapely.intersection_all(coverage2.geometry)], crs="EPSG:4326"
         ),
