@@ -50,6 +50,7 @@ SQL_DIR = Path(__file__).resolve().parents[1] / "dbt_like_sql"
 H3_RESOLUTION = 4  # paper Figure 9: H3 grid level 4
 SQL_VARS: dict[str, object] = {"h3_resolution": H3_RESOLUTION}
 PREVIEW_ROWS = 10
+PREVIEW_WKT_CHARACTERS = 60
 LOCK_RETRIES, LOCK_WAIT_S = 5, 30  # while another process (e.g. a long `darts query`) holds the database file
 
 NAME = re.compile(r"[a-z_][a-z0-9_]*")
@@ -210,11 +211,26 @@ def preview_markdown(con: duckdb.DuckDBPyConnection, table: str, rows: int = PRE
 
     def cell(value: object, is_geometry: bool) -> object:
         if is_geometry and value is not None:
-            return shapely.from_wkb(value).wkt[:60]
+            return wkt_start(shapely.from_wkb(value), PREVIEW_WKT_CHARACTERS)
         return value
 
     data = [[cell(value, flag) for value, flag in zip(row, geometry, strict=True)] for row in relation.fetchall()]
     return tabulate(data, headers=relation.columns, tablefmt="github")
+
+
+def wkt_start(geometry: shapely.Geometry, length: int) -> str:
+    """``geometry.wkt[:length]`` without writing all of a large geometry (a year's coverage: 10^6 vertices, a
+    second of WKT): a (multi)polygon's WKT begins with its first part's, a polygon's with its shell's."""
+    if shapely.get_num_coordinates(geometry) <= length or shapely.has_z(geometry):
+        return geometry.wkt[:length]
+    if isinstance(geometry, shapely.LineString):  # LinearRing too: ``length`` coordinates fill ``length`` characters
+        start = shapely.LineString(shapely.get_coordinates(geometry)[:length]).wkt
+        return f"{geometry.geom_type.upper()} {start[start.index('(') :]}"[:length]
+    if isinstance(geometry, shapely.MultiPolygon | shapely.Polygon):
+        first = geometry.geoms[0] if isinstance(geometry, shapely.MultiPolygon) else geometry.exterior
+        start = wkt_start(first, length + len("LINEARRING "))
+        return f"{geometry.geom_type.upper()} ({start[start.index('(') :]}"[:length]
+    return geometry.wkt[:length]
 
 
 def build_table(con: duckdb.DuckDBPyConnection, model: SqlModel, values: Mapping[str, object]) -> dict:

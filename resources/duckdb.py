@@ -40,6 +40,7 @@ import h3
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 from dagster import ConfigurableResource
 from duckdb.sqltypes import BLOB, DOUBLE, INTEGER, VARCHAR
@@ -122,12 +123,22 @@ def polygon_union_wkb(wkbs: list[bytes]) -> bytes:
     return shapely.to_wkb(union_of_groups(shapely.from_wkb(wkbs)))
 
 
-def polygon_intersection_wkb(first: pa.Array, second: pa.Array) -> pa.Array:
-    """WKB of the row-wise intersection of two WKB geometries (an arrow UDF: one call per chunk of rows),
-    the second cut to the first's box first (``darts_core.level2.clipped_intersection``), on all cores."""
-    first_shapes = shapely.from_wkb(first.to_numpy(zero_copy_only=False))
-    second_shapes = shapely.from_wkb(second.to_numpy(zero_copy_only=False))
-    return pa.array(shapely.to_wkb(in_chunks(clipped_intersection, first_shapes, second_shapes)), type=pa.binary())
+def polygon_pieces_wkb(geometries: pa.Array, others: pa.ListArray) -> pa.ListArray:
+    """Per row, WKB of the intersection of ``geometries`` (WKB) with each of its list of ``others`` (WKB) (an arrow
+    UDF: one call per chunk of rows, so a large geometry is parsed once for all its pieces), the geometry cut to
+    each other one's box first (``darts_core.level2.clipped_intersection``), on all cores."""
+    geometries, others = _combined(geometries), _combined(others)
+    shapes = shapely.from_wkb(geometries.to_numpy(zero_copy_only=False))
+    flat = shapely.from_wkb(pc.list_flatten(others).to_numpy(zero_copy_only=False))
+    lengths = pc.fill_null(pc.list_value_length(others), 0).to_numpy()
+    owners = shapes[np.repeat(np.arange(len(shapes)), lengths)]  # as list_flatten: nothing from NULL lists
+    pieces = pa.array(shapely.to_wkb(in_chunks(clipped_intersection, flat, owners)), type=pa.binary())
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, pieces, mask=others.is_null())
+
+
+def _combined(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
 def register_h3(con: duckdb.DuckDBPyConnection) -> None:
@@ -140,9 +151,11 @@ def register_h3(con: duckdb.DuckDBPyConnection) -> None:
 
 def register_union(con: duckdb.DuckDBPyConnection) -> None:
     """``polygon_union(wkbs BLOB[]) -> BLOB``: the union of a list of polygonal WKB geometries;
-    ``polygon_intersection(a BLOB, b BLOB) -> BLOB``: the intersection of two, small ``a`` against large ``b``."""
+    ``polygon_pieces(geometry BLOB, others BLOB[]) -> BLOB[]``: its intersection with each of ``others``."""
     con.create_function("polygon_union", polygon_union_wkb, [duckdb.list_type(BLOB)], BLOB)
-    con.create_function("polygon_intersection", polygon_intersection_wkb, [BLOB, BLOB], BLOB, type="arrow")
+    con.create_function(
+        "polygon_pieces", polygon_pieces_wkb, [BLOB, duckdb.list_type(BLOB)], duckdb.list_type(BLOB), type="arrow"
+    )
 
 
 def sql_literal(value: str) -> str:

@@ -17,7 +17,14 @@ from dagster import AssetKey, AssetSpec, RetryRequested, materialize
 from shapely.geometry import box
 
 from darts_assets.query import run_query
-from darts_assets.sql_models import SQL_VARS, SqlModelError, load_sql_models, materialise_model, sql_model_assets
+from darts_assets.sql_models import (
+    SQL_VARS,
+    SqlModelError,
+    load_sql_models,
+    materialise_model,
+    sql_model_assets,
+    wkt_start,
+)
 from darts_core.level1 import level1_features, write_level1
 from darts_core.params import ProductParams
 from resources.duckdb import DartsDuckDB
@@ -375,3 +382,20 @@ def test_run_query_beside_a_write_connection_of_this_process(dataset: dict) -> N
             "SELECT count(*) AS cells FROM h3_affected_area", dataset["database"], root=str(dataset["root"])
         )
     assert "Parquet files" in text and str(len(read_table(dataset["database"], "FROM h3_affected_area"))) in text
+
+
+def test_preview_wkt_starts_like_the_whole_wkt() -> None:
+    circle = shapely.Point(170.0, 70.0).buffer(0.5, quad_segs=5000)
+    shapes = [
+        circle,
+        shapely.MultiPolygon([circle, shapely.Point(175.0, 70.0).buffer(0.1)]),
+        shapely.Polygon(circle.exterior, [shapely.Point(170.0, 70.0).buffer(0.1).exterior]),
+        circle.exterior,
+        shapely.LineString(circle.exterior.coords),
+        shapely.MultiPolygon([box(0, 0, 1, 1)]),
+        shapely.Point(1.5, 2.25),
+        shapely.Polygon(),
+    ]
+    for shape in shapes:
+        for length in (5, 10, 60, 300):
+            assert wkt_start(shape, length) == shape.wkt[:length], (shape.geom_type, length)
