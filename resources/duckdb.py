@@ -99,9 +99,28 @@ def h3_cell_boundary_wkb(cell: str) -> bytes:
 
 
 def h3_candidate_cells(wkb: bytes, res: int) -> list[str]:
-    shape = h3.geo_to_h3shape(shapely.segmentize(h3_outline(shapely.from_wkb(wkb), res), 0.1))
+    geometry = shapely.from_wkb(wkb)
+    if _within_quarter_edge(geometry, res):  # a slump: the cells around one of its points (no polygon fill)
+        lon, lat = shapely.get_coordinates(geometry)[0]
+        return sorted(h3.grid_disk(h3.latlng_to_cell(lat, lon, res), 2))
+    shape = h3.geo_to_h3shape(shapely.segmentize(h3_outline(geometry, res), 0.1))
     overlapping = h3.h3shape_to_cells_experimental(shape, res, contain="overlap")
     return sorted({ring_cell for cell in overlapping for ring_cell in h3.grid_disk(cell, 1)})
+
+
+def _within_quarter_edge(geometry: shapely.Geometry, res: int) -> bool:
+    """Whether all of ``geometry`` lies within a quarter of an average H3 edge at ``res`` of its first point.
+
+    Two cells that are not neighbours are at least an edge apart, so every point of such a geometry lies in the
+    cell of that first point or a neighbour, and every cell polygon it meets (straight lon/lat edges, a few
+    hundred metres off H3's great circles) is within two rings of that cell.
+    """
+    if geometry.is_empty:
+        return False
+    west, south, east, north = geometry.bounds
+    widest = np.cos(np.radians(min(abs(south), abs(north)))) if south * north > 0 else 1.0
+    extent_km = KM_PER_DEGREE_LATITUDE * np.hypot(north - south, (east - west) * widest)
+    return bool(extent_km < 0.25 * h3.average_hexagon_edge_length(res, unit="km"))
 
 
 def h3_outline(geometry: shapely.Geometry, res: int) -> shapely.Geometry:

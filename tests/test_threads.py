@@ -269,6 +269,29 @@ def test_h3_candidate_cells_contain_every_intersecting_cell(res: int) -> None:
         assert shapely.equals(h3_outline(part, res), part)
 
 
+@pytest.mark.parametrize("res", [4, 6])
+def test_h3_candidate_cells_of_small_features_contain_every_intersecting_cell(res: int) -> None:
+    """Features below a quarter of an edge take the cells around one point: placed over cell corners and edges."""
+    rng = np.random.default_rng(res)
+    edge_deg = h3.average_hexagon_edge_length(res, unit="km") / KM_PER_DEGREE_LATITUDE
+    centre = h3.latlng_to_cell(72.0, 179.5, res)
+    corners = [(lon, lat) for cell in h3.grid_disk(centre, 2) for lat, lon in h3.cell_to_boundary(cell)]
+    features = [
+        shapely.Point(lon, lat).buffer(rng.uniform(0.01, 0.05) * edge_deg).buffer(0)
+        for lon, lat in np.array(corners) + rng.normal(0, 0.02 * edge_deg, (len(corners), 2))
+    ]
+    met = 0
+    for feature in features:
+        candidates = set(h3_candidate_cells(shapely.to_wkb(feature), res))
+        assert len(candidates) == 19  # the fast path: two rings around the cell of one point
+        nearby = sorted(h3.grid_disk(h3.latlng_to_cell(feature.centroid.y, feature.centroid.x, res), 4))
+        boundaries = shapely.from_wkb([h3_cell_boundary_wkb(cell) for cell in nearby])
+        intersecting = set(np.array(nearby)[shapely.intersects(boundaries, feature)])
+        met += len(intersecting) > 1
+        assert intersecting <= candidates, sorted(intersecting - candidates)
+    assert met > len(features) / 2  # most of them straddle cells
+
+
 @pytest.mark.parametrize("res", [4, 5, 6])
 def test_h3_candidate_cells_keep_a_cell_reached_below_the_tolerance(res: int) -> None:
     """A spike entering a neighbouring cell by less than the simplification tolerance: simplified away, its cell
