@@ -69,7 +69,8 @@ def union_in_groups(geometries: np.ndarray) -> shapely.MultiPolygon:
 
     The same area as one ``union_all`` (groups at the antimeridian on the 1 mm grid, see ``dissolve_groups``), but
     each overlay only sees one cluster of footprints instead of the whole Arctic: 1.5x faster for a year of DARTS v1
-    footprints (benchmarks/database.py). Groups are more than 1 mm apart, so their unions form a valid MultiPolygon.
+    footprints (benchmarks/database.py). Groups do not meet, and at the antimeridian are more than 1 mm apart, so
+    their unions form a valid MultiPolygon (``snapped_groups``).
     """
     return union_of_groups(geometries, tolerance=SNAP_M, snap_at_antimeridian=True)
 

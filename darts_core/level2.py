@@ -92,7 +92,11 @@ def transformed(geometries: np.ndarray, transformer: Transformer) -> np.ndarray:
 
 
 def _through(transformer: Transformer, xy: np.ndarray) -> np.ndarray:
-    return np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
+    """(n, 2) coordinates transformed; in place on contiguous copies, which pyproj transforms without the GIL
+    (2x on 2 cores, where strided columns left one core idle)."""
+    x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
+    transformer.transform(x, y, inplace=True)
+    return np.column_stack([x, y])
 
 
 def make_valid_polygonal(geometries: np.ndarray) -> np.ndarray:
@@ -176,10 +180,34 @@ def _project_geometry(half: shapely.Geometry, transformer: Transformer, east: bo
 
 def touching_groups(geometries: np.ndarray, tolerance: float = SNAP_M) -> np.ndarray:
     """Connected-component label per geometry: geometries closer than ``tolerance`` share a label."""
-    count = len(geometries)
     left, right = query_pairs(shapely.STRtree(geometries), geometries, tolerance)
+    return _components(len(geometries), left, right)
+
+
+def _components(count: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     graph = coo_matrix((np.ones(len(left), dtype=bool), (left, right)), shape=(count, count))
     return connected_components(graph, directed=False)[1]
+
+
+def snapped_groups(geometries: np.ndarray, tolerance: float = SNAP_M) -> np.ndarray:
+    """Labels of groups whose unions do not meet once the groups at the antimeridian are snapped to the
+    ``tolerance`` grid (``dissolve_groups``): polygons that intersect share a label, and so do polygons closer than
+    ``tolerance`` where one of them is in a group at the antimeridian (snapping moves it up to half the grid).
+
+    Unions per group equal those of ``touching_groups(tolerance)``, 2x faster: only the groups at the
+    antimeridian need distances (the two halves of a split footprint are 1e-9 m apart).
+    """
+    tree = shapely.STRtree(geometries)
+    left, right = query_pairs(tree, geometries)
+    labels = _components(len(geometries), left, right)
+    near = in_chunks(lambda chunk: shapely.dwithin(chunk, ANTIMERIDIAN, tolerance), geometries)
+    checked = np.zeros(len(geometries), dtype=bool)
+    while len(unchecked := np.flatnonzero(np.isin(labels, labels[near]) & ~checked)):
+        checked[unchecked] = True
+        near_left, near_right = query_pairs(tree, geometries[unchecked], tolerance)
+        left, right = np.r_[left, unchecked[near_left]], np.r_[right, near_right]
+        labels = _components(len(geometries), left, right)
+    return labels
 
 
 def query_pairs(tree: shapely.STRtree, geometries: np.ndarray, distance: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -241,7 +269,7 @@ def union_of_groups(
     geometries: np.ndarray, tolerance: float = 0.0, snap_at_antimeridian: bool = False
 ) -> shapely.MultiPolygon:
     """``union_all`` of polygonal geometries, computed per group of polygons closer than ``tolerance``
-    (``touching_groups``, ``dissolve_groups``).
+    (``touching_groups``; ``snapped_groups`` with ``snap_at_antimeridian``, then ``dissolve_groups``).
 
     The same polygons as one ``union_all`` (groups do not touch, so nothing joins across them; only slivers below
     ~1e-9 of the area that a global union's snapping drops may remain), but each overlay only sees one group:
@@ -252,7 +280,7 @@ def union_of_groups(
     parts = np.array(polygonal_parts(shapely.GeometryCollection(list(geometries))), dtype=object)
     if len(parts) == 0:
         return shapely.MultiPolygon()
-    labels = touching_groups(parts, tolerance=tolerance)
+    labels = snapped_groups(parts, tolerance) if snap_at_antimeridian else touching_groups(parts, tolerance)
     unions = dissolve_groups(parts, labels, snap_at_antimeridian=snap_at_antimeridian)
     return shapely.MultiPolygon(polygonal_parts(shapely.GeometryCollection(list(unions))))
 

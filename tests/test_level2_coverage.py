@@ -25,15 +25,19 @@ from darts_core.coverage import (
     coverage_level1,
     coverage_level2,
     coverage_union,
+    union_in_groups,
 )
 from darts_core.level1 import LEVEL1_COLUMNS, geohash, level1_features
 from darts_core.level2 import (
     ANTIMERIDIAN,
     LEVEL2_COLUMNS,
+    SNAP_M,
     check_polar_crs,
     geohashes,
     level2_features,
+    snapped_groups,
     to_lonlat,
+    touching_groups,
     union_of_groups,
 )
 from darts_core.params import ProductParams
@@ -324,6 +328,24 @@ def test_union_of_groups_equals_union_all(level1):
         assert shapely.symmetric_difference(result, expected).area <= 1e-9 * expected.area
         parts = [shapely.get_parts(union) for union in (result, expected)]
         assert [np.count_nonzero(shapely.area(part) > 1e-9 * expected.area) for part in parts] == [len(parts[1])] * 2
+
+
+def test_snapped_groups_join_what_snapping_at_the_antimeridian_would_join():
+    """Split halves 1e-9 m apart and a neighbour 0.4 mm from a member of their group (snapped to the 1 mm grid)
+    join; the same 0.4 mm gap away from the antimeridian, and a polygon touching nothing, stay apart."""
+    east, west = box(0.0, 1e6, 500.0, 1e6 + 500.0), box(-500.0, 1e6, -1e-9, 1e6 + 500.0)
+    beside_east = box(500.0004, 1e6, 900.0, 1e6 + 500.0)  # 0.4 mm from the east half
+    far, far_beside = box(1e5, 1e6, 1e5 + 500, 1e6 + 500), box(1e5 + 500.0004, 1e6, 1e5 + 900, 1e6 + 500)
+    alone = box(3e5, 1e6, 3e5 + 10, 1e6 + 10)
+    geometries = np.array([east, west, beside_east, far, far_beside, alone], dtype=object)
+    labels = snapped_groups(geometries)
+    assert labels[0] == labels[1] == labels[2] and len({labels[3], labels[4], labels[5], labels[0]}) == 4
+    within_1mm = touching_groups(geometries)
+    assert within_1mm[3] == within_1mm[4]  # touching_groups joins the far pair, where nothing is snapped
+    union = union_in_groups(geometries)
+    snapped = shapely.union_all(geometries[:3], grid_size=SNAP_M)
+    assert union.is_valid and len(union.geoms) == 4
+    assert union.area == pytest.approx(snapped.area + shapely.area(geometries[3:]).sum(), rel=1e-12)
 
 
 # --- names, writer checks, projection guards --------------------------------------------------------------
