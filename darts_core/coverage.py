@@ -88,7 +88,7 @@ def intersection_in_parts(geometries: list[shapely.Geometry]) -> shapely.MultiPo
             return shapely.MultiPolygon()
         left, right = query_pairs(shapely.STRtree(parts), current)
         pieces = in_chunks(shapely.intersection, current[left], parts[right])
-        current = np.array(polygonal_parts(shapely.GeometryCollection(list(pieces))), dtype=object)
+        current = np.array(polygonal_parts(pieces), dtype=object)
     return make_valid_polygonal(np.array([shapely.MultiPolygon(list(current))], dtype=object))[0]
 
 

@@ -86,12 +86,12 @@ def split_antimeridian(geometry: shapely.Geometry) -> shapely.Geometry:
 
 
 def polygonal_parts(geometry: shapely.Geometry) -> list[shapely.Polygon]:
-    """The non-empty polygons of any geometry, nested collections included (intersections and repairs return
-    those, with stray lines or points that are dropped)."""
+    """The non-empty polygons of any geometry or array of geometries (None skipped), nested collections included
+    (intersections and repairs return those, with stray lines or points that are dropped), in order."""
     parts = shapely.get_parts(geometry)
-    while any(isinstance(part, shapely.geometry.base.BaseMultipartGeometry) for part in parts):
+    while (shapely.get_type_id(parts) >= shapely.GeometryType.MULTIPOINT).any():  # collections: one level down
         parts = shapely.get_parts(parts)
-    return [part for part in parts if isinstance(part, shapely.Polygon) and not part.is_empty]
+    return parts[(shapely.get_type_id(parts) == shapely.GeometryType.POLYGON) & ~shapely.is_empty(parts)].tolist()
 
 
 def level1_features(

@@ -128,7 +128,7 @@ def _repaired(geometry: shapely.Geometry) -> shapely.Geometry:
     labels = touching_groups(parts, tolerance=0.0)
     if labels.max(initial=-1) + 1 < len(parts):  # some parts meet: union each cluster
         clusters = dissolve_groups(parts, labels, snap_at_antimeridian=False)
-        parts = np.array(polygonal_parts(shapely.GeometryCollection(list(clusters))), dtype=object)
+        parts = np.array(polygonal_parts(clusters), dtype=object)
     return parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts.tolist())
 
 
@@ -277,12 +277,12 @@ def union_of_groups(
     defaults fit any CRS; the polar equal-area CRS uses ``SNAP_M`` and the antimeridian grid
     (``coverage.union_in_groups``).
     """
-    parts = np.array(polygonal_parts(shapely.GeometryCollection(list(geometries))), dtype=object)
+    parts = np.array(polygonal_parts(np.asarray(geometries, dtype=object)), dtype=object)
     if len(parts) == 0:
         return shapely.MultiPolygon()
     labels = snapped_groups(parts, tolerance) if snap_at_antimeridian else touching_groups(parts, tolerance)
     unions = dissolve_groups(parts, labels, snap_at_antimeridian=snap_at_antimeridian)
-    return shapely.MultiPolygon(polygonal_parts(shapely.GeometryCollection(list(unions))))
+    return shapely.MultiPolygon(polygonal_parts(unions))
 
 
 def _agreed(labels: np.ndarray, values: pd.Series) -> np.ndarray:

@@ -133,7 +133,7 @@ def h3_outline(geometry: shapely.Geometry, res: int) -> shapely.Geometry:
     simplified = shapely.simplify(parts, tolerance, preserve_topology=False)
     kept = shapely.is_empty(simplified) | ~shapely.is_valid(simplified)
     simplified[kept] = parts[kept]
-    return shapely.MultiPolygon(polygonal_parts(shapely.GeometryCollection(list(simplified))))
+    return shapely.MultiPolygon(polygonal_parts(simplified))
 
 
 def polygon_union_wkb(wkbs: list[bytes]) -> bytes:
