@@ -56,6 +56,7 @@ AGREED_COLUMNS = (
     "DARTS_AI_model_threshold",
     "image_source",
 )
+TRANSFORM_BLOCK = 1 << 16  # coordinates projected per pyproj call (2 MB: stays in the cache)
 MANY_PARTS = 16  # geometries with more parts are validated part by part (make_valid_polygonal)
 SNAP_M = 0.001  # touching tolerance and union grid in the equal-area CRS (1 mm)
 FAR_M = 1e8  # beyond any coordinate of a polar CRS (m)
@@ -87,16 +88,29 @@ def reprojected(geometries: gpd.GeoSeries, crs: str) -> np.ndarray:
 
 
 def transformed(geometries: np.ndarray, transformer: Transformer) -> np.ndarray:
-    """Every coordinate through ``transformer`` (x/y order), in chunks on all cores."""
-    return shapely.transform(geometries, lambda xy: in_chunks(lambda chunk: _through(transformer, chunk), xy))
+    """Every coordinate through ``transformer`` (x/y order) on all cores: chunks of geometries where there are
+    enough (shapely's coordinate copies then run in parallel too: 1.5x), else chunks of one geometry's coordinates."""
+    geometries = np.asarray(geometries, dtype=object)
+
+    def project(chunk: np.ndarray) -> np.ndarray:
+        return shapely.transform(chunk, lambda xy: _through(transformer, xy))
+
+    if len(chunk_bounds(len(geometries))) > 1:
+        return in_chunks(project, geometries)
+    return shapely.transform(geometries, lambda xy: in_chunks(lambda rows: _through(transformer, rows), xy))
 
 
 def _through(transformer: Transformer, xy: np.ndarray) -> np.ndarray:
-    """(n, 2) coordinates transformed; in place on contiguous copies, which pyproj transforms without the GIL
-    (2x on 2 cores, where strided columns left one core idle)."""
-    x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
-    transformer.transform(x, y, inplace=True)
-    return np.column_stack([x, y])
+    """(n, 2) coordinates transformed, block by block of ``TRANSFORM_BLOCK`` rows (in the cache), each on contiguous
+    copies that pyproj transforms in place without the GIL: 2.5x one strided call on 2 cores."""
+    xy = np.asarray(xy, dtype=np.float64)
+    result = np.empty_like(xy)
+    for start in range(0, len(xy), TRANSFORM_BLOCK):
+        block = slice(start, start + TRANSFORM_BLOCK)
+        x, y = np.ascontiguousarray(xy[block, 0]), np.ascontiguousarray(xy[block, 1])
+        transformer.transform(x, y, inplace=True)
+        result[block, 0], result[block, 1] = x, y
+    return result
 
 
 def make_valid_polygonal(geometries: np.ndarray) -> np.ndarray:

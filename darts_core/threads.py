@@ -18,10 +18,16 @@ import numpy as np
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 MIN_CHUNK = 64  # rows or coordinates below which a thread costs more than it saves
+THREADS_VARIABLE = "DARTS_THREADS"
 
 
 def worker_count() -> int:
-    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    """``$DARTS_THREADS`` when set (e.g. 1 where several steps share a node), else the cores this process may run
+    on (its CPU affinity where the OS has one)."""
+    if configured := os.environ.get(THREADS_VARIABLE, "").strip():
+        if not configured.isdigit() or int(configured) < 1:
+            raise ValueError(f"{THREADS_VARIABLE} must be a positive whole number, got {configured!r}")
+        return int(configured)
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)

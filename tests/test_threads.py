@@ -379,3 +379,14 @@ def test_polygon_pieces_udf_equals_st_intersection() -> None:
     assert sum(len(areas) for areas, _ in many if areas is not None) == sum(i % 4 for i in range(5000) if i % 5)
     assert all(areas == pytest.approx(expected, rel=1e-9) for areas, expected in many if expected is not None)
     assert len({round(area, 6) for areas, _ in many if areas for area in areas}) == 3  # half, quarter, none
+
+
+def test_worker_count_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(threads.THREADS_VARIABLE, "3")
+    assert threads.worker_count() == 3
+    for wrong in ("0", "two", "-1"):
+        monkeypatch.setenv(threads.THREADS_VARIABLE, wrong)
+        with pytest.raises(ValueError, match="DARTS_THREADS"):
+            threads.worker_count()
+    monkeypatch.delenv(threads.THREADS_VARIABLE)
+    assert threads.worker_count() >= 1
