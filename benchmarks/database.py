@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import duckdb
 import geopandas as gpd
@@ -40,7 +41,7 @@ from darts_core.coverage import (
     coverage_level2,
     coverage_union,
     intersection_in_parts,
-    split_jumping,
+    prepared_footprints,
     union_in_groups,
 )
 from darts_core.level1 import LEVEL1_COLUMNS, LONLAT_CRS, SQUARE_METRES_PER_HECTARE, geohash, split_antimeridian
@@ -55,6 +56,7 @@ from darts_core.level2 import (
 )
 from darts_core.params import ProductParams
 from darts_core.products import product_name, write_product
+from darts_core.threads import THREADS_VARIABLE, worker_count
 from resources.duckdb import prepare_connection
 from resources.storage import StorageRoot
 
@@ -72,7 +74,7 @@ SITE_RADIUS_M = 40_000.0  # slump sites around a hotspot centre
 IMAGE_RADIUS_M = 50_000.0  # image centres around a hotspot centre
 JITTER_M = 5.0
 TARGET_S = 60.0  # the whole stage on 2 cores
-PREVIOUS_SQL_COMMIT = "f1b3da9~1"  # the SQL models before they were rewritten for speed
+PREVIOUS_SQL_COMMIT = "6c0cef3"  # the SQL models before the last rewrite for speed (f1b3da9~1 before the first)
 REWRITTEN_SQL = ("annual_statistics", "h3_affected_area")
 
 
@@ -258,7 +260,7 @@ def sql_model_times(folder: Path, previous: bool) -> float:
     return total
 
 
-def stage(level1, footprints, params: ProductParams, simplify_m: float, previous_sql: bool) -> dict:
+def stage(level1, footprints, params: ProductParams, simplify_m: float, previous_sql: bool) -> tuple[dict, float]:
     """Level 2, coverage, products and SQL models at DARTS v1 size; prints the time of each step and the total."""
     print("\nThe database stage (current darts_core), one run per step:")
     frames, products_s = product_frames(level1, footprints, params, simplify_m)
@@ -275,7 +277,7 @@ def stage(level1, footprints, params: ProductParams, simplify_m: float, previous
     total = products_s + sql_s
     print(f"  total: Level 2 + coverage {products_s:.1f} s + SQL models {sql_s:.1f} s = {total:.1f} s", end="")
     print(f" ({total / TARGET_S:.2f} of the {TARGET_S:.0f} s target; product files {write_s:.1f} s besides)")
-    return frames
+    return frames, products_s
 
 
 # --- previous implementations and DuckDB, side by side --------------------------------------------------------
@@ -286,12 +288,6 @@ def previous_footprints(footprints: gpd.GeoDataFrame, crs: str, simplify_m: floa
     repaired again."""
     split = gpd.GeoSeries([split_antimeridian(shape) for shape in footprints.geometry], crs=LONLAT_CRS)
     return make_valid_polygonal(shapely.simplify(to_equal_area(split, crs), simplify_m, preserve_topology=False))
-
-
-def current_footprints(footprints: gpd.GeoDataFrame, crs: str, simplify_m: float) -> np.ndarray:
-    """The current coverage_level1 preparation: split only jumping rings, simplify, then repair."""
-    projected = np.asarray(split_jumping(footprints.geometry).to_crs(crs).values, dtype=object)
-    return make_valid_polygonal(shapely.simplify(projected, simplify_m, preserve_topology=False))
 
 
 def duckdb_unions(con: duckdb.DuckDBPyConnection, keys: np.ndarray, geometries: np.ndarray) -> list:
@@ -314,7 +310,7 @@ def compare_footprints(footprints: gpd.GeoDataFrame, crs: str, simplify_m: float
         "previous: split all, repair, simplify, repair", previous_footprints, lonlat, crs, simplify_m
     )
     after, after_s = timed(
-        "current: split jumping rings, simplify, repair", current_footprints, lonlat, crs, simplify_m
+        "current: split jumping rings, simplify, repair", prepared_footprints, lonlat.geometry, crs, simplify_m
     )
     difference = relative_difference(before, after)
     print(f"    {before_s / after_s:.1f}x; max relative area difference per footprint {difference:.1e}")
@@ -377,10 +373,20 @@ def compare_geohash(level2: gpd.GeoDataFrame) -> None:
     print(f"    {scalar_s / vector_s:.0f}x; identical: {vector.tolist() == scalar}")
 
 
-def comparisons(level1, footprints, frames: dict, params: ProductParams, simplify_m: float) -> None:
+def compare_threads(level1, footprints, params: ProductParams, simplify_m: float, all_cores_s: float) -> None:
+    """Level 2 and coverage on one thread (``DARTS_THREADS=1``) beside the stage's run on all cores."""
+    with mock.patch.dict(os.environ, {THREADS_VARIABLE: "1"}):
+        _, one_thread_s = product_frames(level1, footprints, params, simplify_m)
+    print(f"    one thread {one_thread_s:.1f} s, {worker_count()} cores {all_cores_s:.1f} s:", end=" ")
+    print(f"{one_thread_s / all_cores_s:.2f}x")
+
+
+def comparisons(level1, footprints, frames: dict, params: ProductParams, simplify_m: float, stage_s: float) -> None:
     """The changed steps: previous shapely code, current code and DuckDB spatial, side by side (one run each)."""
     crs = params.equal_area_crs
     print("\nSide by side (one run each):")
+    print(" Level 2 and coverage (the steps above) on one thread:")
+    compare_threads(level1, footprints, params, simplify_m, stage_s)
     print(" coverage_level1 footprint preparation, all years:")
     compare_footprints(footprints, crs, simplify_m)
     with duckdb.connect() as con:
@@ -409,9 +415,9 @@ def main() -> None:
     )
     vertices = shapely.get_num_coordinates(footprints.geometry.to_numpy()).sum()
     print(f"Level 1: {len(level1):,} features; footprints: {len(footprints):,} ({vertices:,} vertices)")
-    frames = stage(level1, footprints, params, args.simplify_m, args.previous_sql)
+    frames, products_s = stage(level1, footprints, params, args.simplify_m, args.previous_sql)
     if not args.no_compare:
-        comparisons(level1, footprints, frames, params, args.simplify_m)
+        comparisons(level1, footprints, frames, params, args.simplify_m, products_s)
 
 
 if __name__ == "__main__":

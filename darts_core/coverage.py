@@ -113,6 +113,15 @@ def _iso_date(value: object) -> str:
     return datetime.date.fromisoformat(str(value)[:10]).isoformat()
 
 
+def prepared_footprints(lonlat: gpd.GeoSeries, crs: str, simplify_m: float) -> np.ndarray:
+    """EPSG:4326 footprints in the polar ``crs``: rings jumping across ±180° split, simplified by ``simplify_m``
+    (when > 0; before the repair, which then checks 6.5x fewer vertices: 4x faster), repaired."""
+    projected = reprojected(split_jumping(lonlat), crs)
+    if simplify_m > 0:
+        projected = in_chunks(lambda chunk: shapely.simplify(chunk, simplify_m, preserve_topology=False), projected)
+    return make_valid_polygonal(projected)
+
+
 def coverage_level1(footprints: gpd.GeoDataFrame, params: ProductParams, simplify_m: float = 0.0) -> gpd.GeoDataFrame:
     """One row per image (``COVERAGE_LEVEL1_COLUMNS``) from footprints with image_id, date, year, geometry.
 
@@ -123,10 +132,7 @@ def coverage_level1(footprints: gpd.GeoDataFrame, params: ProductParams, simplif
     crs = params.equal_area_crs
     check_polar_crs(crs)
     lonlat = footprints.to_crs(LONLAT_CRS)
-    projected = reprojected(split_jumping(lonlat.geometry), crs)
-    if simplify_m > 0:  # before the repair, which then checks 6.5x fewer vertices (4x faster)
-        projected = in_chunks(lambda chunk: shapely.simplify(chunk, simplify_m, preserve_topology=False), projected)
-    projected = make_valid_polygonal(projected)
+    projected = prepared_footprints(lonlat.geometry, crs, simplify_m)
     labels, _ = pd.factorize(lonlat["image_id"].astype("string"), sort=True)
     footprint = dissolve_groups(projected, labels)  # the rows of one image: one footprint
     first = pd.DataFrame({"label": labels, **{name: lonlat[name].to_numpy() for name in ("image_id", "date", "year")}})
