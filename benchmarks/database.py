@@ -7,12 +7,12 @@ data folder, doi:10.5281/zenodo.12706221): each is centred, rotated and placed a
 Arctic (lat 62-80°N, some straddling the antimeridian). Per year the counts of Table 1: images, Level-1 and
 Level-2 features; a Level-2 site is observed 1..n times with a few metres of jitter and +-10 % size, so
 observations overlap as repeated detections do. ``--fraction`` scales every count (a sample). Timings are one
-run each (the pipeline's own functions, single-threaded GEOS), excluding input generation.
+run each (the pipeline's own functions, on ``DARTS_THREADS`` threads), excluding input generation.
 
-Figures on the 2-core development machine (2026-11-25, shared with CI), full size / 1/10 sample, seconds:
-level2_features (119,449 -> 74,462 features) 9.9 / 1.0; coverage_level1 (17,169 real-shaped footprints,
-78 M vertices, 3 m simplification, per year) 62.5 / 6.0; coverage_level2 30.2 / 2.4; coverage_union 8.8 / 0.8;
-coverage_intersect 16.3 / 1.0. Peak memory 6.6 GB (mostly the 78 M input vertices).
+Figures on the 2-core development machine (2026-11-25, shared with CI), full size, seconds: level2_features
+(119,449 -> 74,462 features) 6.8; coverage_level1 (17,169 real-shaped footprints, 78 M vertices, 3 m
+simplification, per year) 14.6; coverage_level2 11.3; coverage_union 4.4; coverage_intersect 3.6; SQL models 14.6;
+total 55.4 (benchmarks/README.md).
 """
 
 from __future__ import annotations
