@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,13 +31,18 @@ def atomic_path(target: Path) -> Iterator[Path]:
         _remove_if_empty(temp_path.parent)
 
 
-def _temporary_file(target: Path, attempts: int = 5) -> Path:
-    """A new empty file in the partial folder beside ``target``."""
+def _temporary_file(target: Path, attempts: int = 100) -> Path:
+    """A new empty file in the partial folder beside ``target``.
+
+    A concurrent writer may remove the empty folder meanwhile (between mkdir and mkstemp, or inside mkdir between
+    its "exists" and "is a folder" checks): each such loss is retried after yielding the processor, so that the
+    other writer gets past its removal (5 attempts were once all lost with 4 writers on 2 busy cores).
+    """
     for _ in range(attempts - 1):
         try:
             return _new_partial_file(target)
-        except (FileNotFoundError, FileExistsError):  # a concurrent writer removed the empty folder meanwhile
-            continue  # (between mkdir and mkstemp, or inside mkdir between its "exists" and "is a folder" checks)
+        except (FileNotFoundError, FileExistsError):
+            time.sleep(0)
     return _new_partial_file(target)
 
 
