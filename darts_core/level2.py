@@ -205,8 +205,9 @@ def _components(count: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 def snapped_groups(geometries: np.ndarray, tolerance: float = SNAP_M) -> np.ndarray:
     """Labels of groups whose unions do not meet once the groups at the antimeridian are snapped to the
-    ``tolerance`` grid (``dissolve_groups``): polygons that intersect share a label, and so do polygons closer than
-    ``tolerance`` where one of them is in a group at the antimeridian (snapping moves it up to half the grid).
+    ``SNAP_M`` grid (``dissolve_groups``): polygons that intersect share a label, and so do polygons closer than
+    ``tolerance`` (at least ``SNAP_M``) where one of them is in a group at the antimeridian (snapping moves it up
+    to half the grid).
 
     Unions per group equal those of ``touching_groups(tolerance)``, 2x faster: only the groups at the
     antimeridian need distances (the two halves of a split footprint are 1e-9 m apart).
@@ -214,7 +215,7 @@ def snapped_groups(geometries: np.ndarray, tolerance: float = SNAP_M) -> np.ndar
     tree = shapely.STRtree(geometries)
     left, right = query_pairs(tree, geometries)
     labels = _components(len(geometries), left, right)
-    near = in_chunks(lambda chunk: shapely.dwithin(chunk, ANTIMERIDIAN, tolerance), geometries)
+    near = snapped_at_antimeridian(geometries)
     checked = np.zeros(len(geometries), dtype=bool)
     while len(unchecked := np.flatnonzero(np.isin(labels, labels[near]) & ~checked)):
         checked[unchecked] = True
@@ -222,6 +223,12 @@ def snapped_groups(geometries: np.ndarray, tolerance: float = SNAP_M) -> np.ndar
         left, right = np.r_[left, unchecked[near_left]], np.r_[right, near_right]
         labels = _components(len(geometries), left, right)
     return labels
+
+
+def snapped_at_antimeridian(geometries: np.ndarray) -> np.ndarray:
+    """Whether each polar-CRS geometry lies within ``SNAP_M`` of the antimeridian: its group is unioned on the
+    ``SNAP_M`` grid (``dissolve_groups``) and so needs distances when grouped (``snapped_groups``)."""
+    return shapely.dwithin(np.asarray(geometries, dtype=object), ANTIMERIDIAN, SNAP_M)
 
 
 def query_pairs(tree: shapely.STRtree, geometries: np.ndarray, distance: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -265,7 +272,7 @@ def dissolve_groups(geometries: np.ndarray, labels: np.ndarray, snap_at_antimeri
     sizes = np.diff(np.r_[starts, len(order)])
     near_antimeridian = np.zeros(len(starts), dtype=bool)
     if snap_at_antimeridian:
-        np.logical_or.at(near_antimeridian, labels, shapely.dwithin(geometries, ANTIMERIDIAN, SNAP_M))
+        np.logical_or.at(near_antimeridian, labels, snapped_at_antimeridian(geometries))
     geometries = np.asarray(geometries, dtype=object)
     unions = geometries[order[starts]].copy()
 

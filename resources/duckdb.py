@@ -47,7 +47,7 @@ from duckdb.sqltypes import BLOB, DOUBLE, INTEGER, VARCHAR
 from fsspec.core import split_protocol
 from pydantic import Field
 
-from darts_core.level1 import polygonal_parts, split_antimeridian
+from darts_core.level1 import LONLAT_CRS, polygonal_parts, split_antimeridian
 from darts_core.level2 import clipped_intersection, union_of_groups
 from darts_core.params import ProductParams
 from darts_core.threads import in_chunks
@@ -55,8 +55,7 @@ from resources.storage import darts_home, remote_filesystem
 
 DATABASE_FILE = "darts.duckdb"
 TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
-LONLAT_CRS = "EPSG:4326"
-KM_PER_DEGREE_LATITUDE = 111.0  # at least (110.6 km at the equator, 111.7 km at the poles)
+KM_PER_DEGREE_LATITUDE = 111.7  # at most (110.6 km at the equator): extents and tolerances from it err safe
 
 
 def spatial_extension_path() -> Path | None:
